@@ -1,0 +1,217 @@
+"""The ``multitask`` command: ``train`` and ``list``.
+
+Every subcommand is callable in-process: ``main(["train", "--epochs", "2"])`` returns the exit
+code (0 success, 2 bad input, 130 interrupted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multitask", description="Multi-task learning: train, compare against single-task baselines, list methods."
+    )
+    parser.add_argument("--version", action="version", version=f"multitask {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a multi-task model and its single-task baselines, print the table and Δm",
+        description="Train a multi-task model and, with the same recipe, one single-task baseline per task; "
+        "print the per-task test table and Δm and write a run directory. With no options it trains on the "
+        "built-in `multidigits` dataset.",
+    )
+    tr.add_argument("--config", metavar="FILE", help="a TOML, YAML or JSON config (command-line options override it)")
+    tr.add_argument("--dataset", metavar="NAME", help="a built-in dataset (see `multitask list datasets`)")
+    tr.add_argument("--data", metavar="FILE", help="your own CSV or Parquet file (needs --task)")
+    tr.add_argument(
+        "--task",
+        action="append",
+        metavar="SPEC",
+        help="COLUMN:KIND with KIND binary|multiclass|regression for --data (repeat per task); "
+        "for a built-in dataset, a task name to keep",
+    )
+    tr.add_argument("--architecture", metavar="NAME", help="model architecture (default hard_sharing)")
+    tr.add_argument("--weighting", metavar="NAME", help="task weighting method (default equal)")
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--lr", type=float)
+    tr.add_argument("--optimizer", metavar="NAME", help="adam, adamw or sgd")
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--seeds", metavar="LIST", help="comma-separated seeds: one full run per seed, then mean ± std Δm")
+    tr.add_argument("--grad-mode", metavar="MODE", help="exact or features (gradient-based weightings)")
+    tr.add_argument("--device", metavar="DEVICE", help="cpu, cuda or auto")
+    tr.add_argument("--out-dir", metavar="DIR", help="parent directory of run directories (default runs)")
+    tr.add_argument("--name", metavar="NAME", help="run directory name (default: dataset-architecture-weighting-time)")
+    tr.add_argument("--no-baselines", action="store_true", help="skip the single-task baselines (no Δm)")
+    tr.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any config value, e.g. --set model.hidden=[512,256] --set weighting.temperature=2",
+    )
+    tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its directory")
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress output; print only the final table")
+    tr.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+
+    ls = sub.add_parser("list", help="list weightings, architectures or datasets with their parameters")
+    ls.add_argument("what", choices=["weightings", "architectures", "datasets"])
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    from .config import apply_overrides, load_config_file
+
+    cfg: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    flat: dict[str, Any] = {}
+    if args.data:
+        flat["data.path"] = args.data
+        flat["data.dataset"] = None
+    if args.dataset:
+        flat["data.dataset"] = args.dataset
+        flat["data.path"] = None
+    if args.task:
+        flat["data.tasks"] = list(args.task)
+    for flag, key in (
+        ("architecture", "model.architecture"),
+        ("weighting", "weighting.name"),
+        ("epochs", "train.epochs"),
+        ("batch_size", "train.batch_size"),
+        ("lr", "train.lr"),
+        ("optimizer", "train.optimizer"),
+        ("seed", "train.seed"),
+        ("grad_mode", "train.grad_mode"),
+        ("device", "train.device"),
+        ("out_dir", "run.out_dir"),
+        ("name", "run.name"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            flat[key] = value
+    if args.no_baselines:
+        flat["run.baselines"] = False
+    if args.quiet:
+        flat["run.quiet"] = True
+    # a component change drops parameters that belonged to the previous component
+    for section, key in (("model", "architecture"), ("weighting", "name")):
+        new = flat.get(f"{section}.{key}")
+        if new is not None and cfg.get(section, {}).get(key, new) != new:
+            cfg[section] = {key: new}
+    cfg = apply_overrides(cfg, flat)
+    return apply_overrides(cfg, args.overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import resolve_config
+    from .experiment import _new_run_dir, format_summary, run, seeds_summary
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        try:
+            summary = run({"run": {"quiet": bool(args.quiet)}}, run_dir=run_dir, resume=True)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; continue with: multitask train --resume {run_dir}", file=sys.stderr)
+            return 130
+        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+        return 0
+    cfg = resolve_config(_config_from_args(args))
+    seeds = [cfg["train"]["seed"]]
+    if args.seeds:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise SystemExit(f"error: --seeds {args.seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
+    base_dir = _new_run_dir(cfg)
+    summaries = []
+    for seed in seeds:
+        cfg["train"]["seed"] = seed
+        run_dir = base_dir / f"seed-{seed}" if args.seeds else base_dir
+        try:
+            summary = run(cfg, run_dir=run_dir)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; continue with: multitask train --resume {run_dir}", file=sys.stderr)
+            return 130
+        summaries.append(summary)
+        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if len(seeds) > 1:
+        stats = seeds_summary(summaries)
+        if stats:
+            line = (
+                f"Δm over seeds {seeds}: {100 * stats['mean']:+.2f}% ± {100 * stats['std']:.2f}% "
+                "(mean ± sample std of per-seed Δm)"
+            )
+            print(line)
+            (base_dir / "seeds.json").write_text(json.dumps({"seeds": seeds, "delta_m": stats}, indent=2))
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .architectures import ARCHITECTURES
+    from .data import DATASETS
+    from .weighting import WEIGHTINGS
+
+    skip = {"weightings": ("num_tasks",), "architectures": ("input_shape", "tasks"), "datasets": ()}[args.what]
+    registry: Any = {"weightings": WEIGHTINGS, "architectures": ARCHITECTURES, "datasets": DATASETS}[args.what]
+    entries = [(n, d, [p for p in ps if p.name not in skip]) for n, d, ps in registry.describe()]
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": n,
+                        "description": d,
+                        "parameters": [{"name": p.name, "type": p.annotation, "default": p.default} for p in ps],
+                        **({"requires_gramian": registry.get(n).requires_gramian} if args.what == "weightings" else {}),
+                    }
+                    for n, d, ps in entries
+                ],
+                indent=2,
+                default=repr,
+            )
+        )
+        return 0
+    for n, d, ps in entries:
+        print(f"{n}: {d}")
+        for p in ps:
+            print(f"    {p.render()}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``multitask`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    from .checkpoint import CheckpointError
+    from .config import ConfigError
+    from .data.base import MissingDependencyError
+    from .engine import NonFiniteLossError
+    from .registry import UnknownNameError
+
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        if args.command == "train":
+            return _train(args)
+        return _list(args)
+    except (ConfigError, UnknownNameError, CheckpointError, MissingDependencyError, NonFiniteLossError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,303 @@
+"""The main job: a multi-task model and its single-task baselines, trained with one recipe, and Δm.
+
+:func:`run` trains, in one run directory:
+
+* ``multitask/``: the multi-task model (the chosen architecture and weighting, every task);
+* ``single/<task>/``: one single-task baseline per (non-auxiliary) task, with the same
+  architecture and trunk shape, the same epochs, batch size, optimizer, learning rate, seed and
+  splits, and a single head;
+
+then evaluates each model once on the test split with its best-validation parameters and writes
+the per-task comparison and Δm. An interrupted run resumes phase by phase (finished phases are
+skipped; the interrupted one continues from its checkpoint).
+
+Run directory layout::
+
+    config.yaml         the resolved config
+    data.json           dataset summary (sizes, tasks, labelled rows)
+    multitask/          metrics.jsonl (one line per epoch), checkpoint.pt, result.json
+    single/<task>/      the same for each single-task baseline
+    baselines.json      the single-task results
+    summary.json        per-task table, Δm, timings
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from .architectures import build_model
+from .callbacks.progress import ProgressBar
+from .checkpoint import CheckpointError
+from .config import ConfigError, component_params, dump_config, load_config_file, resolve_config
+from .data import DATASETS, load_table
+from .data.base import MultiTaskData
+from .metrics import delta_m, relative_change
+from .trainer import Trainer
+from .weighting import create_weighting
+
+__all__ = ["run", "load_data", "format_summary", "train_one"]
+
+
+def load_data(cfg: dict[str, Any]) -> MultiTaskData:
+    """Load the dataset a resolved config names (built-in or CSV/Parquet), restricted to its tasks."""
+    d = cfg["data"]
+    params = component_params(cfg, "data")
+    if d.get("path"):
+        return load_table(d["path"], list(d["tasks"]), **params)
+    data = DATASETS.get(d["dataset"])(**params)
+    if d.get("tasks"):
+        data = data.select_tasks(list(d["tasks"]))
+    return data
+
+
+def train_one(
+    cfg: dict[str, Any],
+    data: MultiTaskData,
+    out: Path,
+    *,
+    label: str,
+    weighting: str | None = None,
+    weighting_params: dict[str, Any] | None = None,
+    resume: bool = False,
+    stream: TextIO | None = None,
+) -> dict[str, Any]:
+    """Train one model on ``data`` under the recipe of ``cfg``; write and return its result.
+
+    The model is initialised from ``torch.manual_seed(train.seed)``, so every phase of a run
+    starts from the same seed.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    result_path = out / "result.json"
+    if resume and result_path.exists():
+        result: dict[str, Any] = json.loads(result_path.read_text())
+        return result
+    tr = cfg["train"]
+    torch.manual_seed(tr["seed"])
+    model = build_model(cfg["model"]["architecture"], data.input_shape, data.tasks, **component_params(cfg, "model"))
+    name = weighting or cfg["weighting"]["name"]
+    params = component_params(cfg, "weighting") if weighting_params is None else weighting_params
+    quiet = cfg["run"]["quiet"]
+    callbacks = [] if quiet else [ProgressBar(label, stream=stream)]
+    trainer = Trainer(
+        model,
+        data.tasks,
+        create_weighting(name, len(data.tasks), **params),
+        epochs=tr["epochs"],
+        batch_size=tr["batch_size"],
+        lr=tr["lr"],
+        optimizer=tr["optimizer"],
+        weight_decay=tr["weight_decay"],
+        seed=tr["seed"],
+        grad_mode=tr["grad_mode"],
+        checkpoint_path=out / "checkpoint.pt",
+        checkpoint_every=tr["checkpoint_every"],
+        metrics_path=out / "metrics.jsonl",
+        callbacks=callbacks,
+        config=cfg,
+        device=tr["device"],
+    )
+    t0 = time.perf_counter()
+    trainer.fit(data, resume=resume)
+    seconds = time.perf_counter() - t0
+    test = trainer.evaluate(data.test)  # once, with the best-validation parameters
+    best = trainer.history[trainer.best_epoch - 1] if trainer.best_epoch else trainer.history[-1]
+    result = {
+        "label": label,
+        "tasks": data.task_names,
+        "weighting": name,
+        "best_epoch": trainer.best_epoch,
+        "epochs": trainer.epochs,
+        "steps": trainer.global_step,
+        "val": best["val"],
+        "test": test,
+        "last_epoch_val": trainer.history[-1]["val"],
+        "seconds": seconds,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    result_path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _new_run_dir(cfg: dict[str, Any]) -> Path:
+    base = Path(cfg["run"]["out_dir"])
+    name = cfg["run"]["name"]
+    if not name:
+        what = cfg["data"]["dataset"] or Path(str(cfg["data"]["path"])).stem
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = f"{what}-{cfg['model']['architecture']}-{cfg['weighting']['name']}-{stamp}"
+    run_dir = base / name
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"run directory {str(run_dir)!r} already exists and is not empty; choose another run.name, "
+            f"or continue it with --resume {run_dir}"
+        )
+    return run_dir
+
+
+def run(
+    cfg: dict[str, Any],
+    *,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    stream: TextIO | None = None,
+    on_phase: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train the multi-task model and its single-task baselines; return the summary.
+
+    Args:
+        cfg: a config (resolved here; see :mod:`multitask.config`).
+        run_dir: the run directory (default: ``run.out_dir/run.name`` or a timestamped name).
+        resume: continue the run in ``run_dir`` (its saved config is used; ``cfg`` is ignored).
+        stream: where progress goes (default stderr).
+        on_phase: called with each phase label before it starts (used by tests).
+    """
+    if resume:
+        if run_dir is None:
+            raise ConfigError("resume needs the run directory to continue")
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise CheckpointError(f"{str(run_dir)!r} is not a multitask run directory (no config.yaml)")
+        quiet = cfg.get("run", {}).get("quiet", False) if cfg else False
+        cfg = resolve_config(load_config_file(run_dir / "config.yaml"))
+        cfg["run"]["quiet"] = quiet
+    else:
+        cfg = resolve_config(cfg)
+        run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise ConfigError(f"run directory {str(run_dir)!r} is not empty; use --resume to continue it")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, run_dir / "config.yaml")
+
+    data = load_data(cfg)
+    (run_dir / "data.json").write_text(json.dumps(data.summary(), indent=2, default=str))
+    if on_phase:
+        on_phase("multitask")
+    mtl = train_one(cfg, data, run_dir / "multitask", label="multi-task", resume=resume, stream=stream)
+    single: dict[str, dict[str, Any]] = {}
+    main_tasks = [t for t in data.tasks if not t.auxiliary]
+    if cfg["run"]["baselines"]:
+        for task in main_tasks:
+            if on_phase:
+                on_phase(f"single/{task.name}")
+            single[task.name] = train_one(
+                cfg,
+                data.select_tasks([task.name]),
+                run_dir / "single" / task.name,
+                label=f"single:{task.name}",
+                weighting="equal",
+                weighting_params={},
+                resume=resume,
+                stream=stream,
+            )
+        (run_dir / "baselines.json").write_text(json.dumps(single, indent=2))
+    summary = _summarise(cfg, data, mtl, single, run_dir)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _summarise(
+    cfg: dict[str, Any], data: MultiTaskData, mtl: dict[str, Any], single: dict[str, dict[str, Any]], run_dir: Path
+) -> dict[str, Any]:
+    rows = []
+    main_tasks = [t for t in data.tasks if not t.auxiliary]
+    for t in main_tasks:
+        m = t.main_metric
+        multi_v = mtl["test"][t.name][m.name]
+        row: dict[str, Any] = {"task": t.name, "metric": m.name, "higher_is_better": m.higher_is_better, "multi": multi_v}
+        if t.name in single:
+            single_v = single[t.name]["test"][t.name][m.name]
+            row["single"] = single_v
+            row["relative_change"] = relative_change(multi_v, single_v, m.higher_is_better)
+        row["all_metrics"] = {
+            name: {"multi": mtl["test"][t.name][name], **({"single": single[t.name]["test"][t.name][name]} if t.name in single else {})}
+            for name in t.directions
+        }
+        rows.append(row)
+    summary: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "dataset": cfg["data"]["dataset"] or cfg["data"]["path"],
+        "architecture": cfg["model"]["architecture"],
+        "weighting": cfg["weighting"]["name"],
+        "seed": cfg["train"]["seed"],
+        "epochs": cfg["train"]["epochs"],
+        "split": "test (each model at its best-validation epoch)",
+        "rows": rows,
+        "multitask_seconds": mtl["seconds"],
+        "multitask_best_epoch": mtl["best_epoch"],
+        "multitask_parameters": mtl["parameters"],
+    }
+    if single:
+        mtl_test = {t.name: mtl["test"][t.name] for t in main_tasks}
+        stl_test = {t.name: single[t.name]["test"][t.name] for t in main_tasks}
+        summary["delta_m"] = delta_m(mtl_test, stl_test, {t.name: {t.main_metric.name: t.main_metric.higher_is_better} for t in main_tasks})
+        summary["delta_m_all_metrics"] = delta_m(mtl_test, stl_test, {t.name: t.directions for t in main_tasks})
+        summary["delta_m_averaging"] = (
+            "delta_m: mean over tasks of the signed relative change of each task's main metric; "
+            "delta_m_all_metrics: relative changes averaged within each task over all its metrics, then over tasks"
+        )
+        summary["single_task_seconds"] = sum(s["seconds"] for s in single.values())
+        summary["single_task_parameters"] = sum(s["parameters"] for s in single.values())
+    return summary
+
+
+def _fmt(v: float) -> str:
+    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The per-task table and Δm as printed by ``multitask train``."""
+    lines = [
+        f"{summary['dataset']}: {summary['architecture']} + {summary['weighting']}, "
+        f"{summary['epochs']} epochs, seed {summary['seed']}; {summary['split']}",
+    ]
+    header = ("task", "metric", "single-task", "multi-task", "rel. change")
+    table = [header]
+    for r in summary["rows"]:
+        arrow = "↑" if r["higher_is_better"] else "↓"
+        change = r.get("relative_change")
+        table.append(
+            (
+                r["task"],
+                f"{r['metric']} {arrow}",
+                _fmt(r["single"]) if "single" in r else "-",
+                _fmt(r["multi"]),
+                "-" if change is None or math.isnan(change) else f"{100 * change:+.2f}%",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for i, row in enumerate(table):
+        lines.append("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if "delta_m" in summary:
+        lines.append(
+            f"Δm = {100 * summary['delta_m']:+.2f}%  (mean over tasks of each task's main-metric relative change; "
+            "positive = multi-task better)"
+        )
+        lines.append(
+            f"Δm over all metrics = {100 * summary['delta_m_all_metrics']:+.2f}%  (averaged within each task, then over tasks)"
+        )
+        lines.append(
+            f"cost: multi-task {summary['multitask_seconds']:.1f}s, {summary['multitask_parameters']:,} params; "
+            f"single-task total {summary['single_task_seconds']:.1f}s, {summary['single_task_parameters']:,} params"
+        )
+    lines.append(f"run directory: {summary['run_dir']}")
+    return "\n".join(lines)
+
+
+def seeds_summary(summaries: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Mean and sample standard deviation of Δm over several runs (e.g. seeds)."""
+    vals = [s["delta_m"] for s in summaries if "delta_m" in s]
+    if not vals:
+        return {}
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": float(len(vals))}

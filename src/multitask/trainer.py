@@ -1,0 +1,392 @@
+"""A small training loop: forward, per-task losses, engine step, optimizer, callbacks.
+
+The trainer delegates every gradient decision to :class:`multitask.engine.Engine` and every side
+effect (progress, logging) to callbacks. It checkpoints everything a resumed run needs to end with
+exactly the parameters and metrics of an uninterrupted one: model, optimizer, weighting and engine
+state, RNG state, position inside the epoch, running sums, best-validation state and history.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__
+from .architectures.base import MultiTaskModel
+from .callbacks.base import Callback
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .data.base import MultiTaskData
+from .data.batch import Batch, TensorSplit
+from .engine import GRAD_MODES, Engine, GradMode, NonFiniteLossError
+from .registry import UnknownNameError, unknown_name_message
+from .tasks import Task
+from .weighting.base import Weighting, create_weighting
+
+__all__ = ["Trainer", "OPTIMIZERS", "evaluate"]
+
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
+
+
+def _check_positive_int(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"Trainer: {name}={value!r} must be a positive integer")
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, tasks: Sequence[Task], split: TensorSplit, *, batch_size: int = 1024, device: str = "cpu"
+) -> dict[str, dict[str, float]]:
+    """Per-task loss and metrics of ``model`` on ``split``, on labelled rows only.
+
+    Returns ``{task: {"loss": mean loss over labelled rows, metric: value, ...}}``.
+    """
+    was_training = model.training
+    model.eval()
+    outs: dict[str, list[Tensor]] = {t.name: [] for t in tasks}
+    for batch in split.batches(batch_size):
+        pred = model(batch.inputs.to(device))
+        for t in tasks:
+            outs[t.name].append(pred[t.name].detach().cpu())
+    model.train(was_training)
+    result: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        o = torch.cat(outs[t.name]) if outs[t.name] else torch.empty(0, t.output_dim)
+        target, mask = split.targets[t.name], split.masks[t.name]
+        n = int(mask.sum())
+        loss = float(t.compute_loss(o, target, mask)) if n else math.nan
+        result[t.name] = {"loss": loss, **t.evaluate(o, target, mask)}
+    return result
+
+
+class Trainer:
+    """Train a :class:`MultiTaskModel` on a set of tasks with a task-weighting method.
+
+    Args:
+        model: the multi-task model (``forward(x) -> {task: output}``).
+        tasks: the tasks, in the order the weighting sees them.
+        weighting: a :class:`Weighting` or a registered name ("equal", "dwa", ...).
+        epochs: number of passes over the training split.
+        batch_size: mini-batch size.
+        lr: learning rate.
+        optimizer: "adam", "adamw" or "sgd" (momentum 0.9).
+        weight_decay: L2 penalty / decoupled weight decay of the optimizer.
+        seed: seeds the shuffling order (and, in :func:`multitask.experiment.run`, the model init).
+        grad_mode: "exact" or "features", where the engine takes the Gramian (gradient methods only).
+        checkpoint_path: where to write checkpoints (None: keep nothing on disk).
+        checkpoint_every: also checkpoint every this many steps (0: only at epoch ends).
+        metrics_path: a JSON-lines file that receives one record per epoch.
+        callbacks: hooks called during training (progress bars, loggers, ...).
+        config: the resolved run config, stored inside every checkpoint.
+        device: "cpu", "cuda", ... or "auto" (CUDA when available).
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        tasks: Sequence[Task],
+        weighting: Weighting | str = "equal",
+        *,
+        epochs: int = 10,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        grad_mode: GradMode = "exact",
+        checkpoint_path: str | Path | None = None,
+        checkpoint_every: int = 0,
+        metrics_path: str | Path | None = None,
+        callbacks: Sequence[Callback] = (),
+        config: dict[str, Any] | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.tasks = list(tasks)
+        if not self.tasks:
+            raise ValueError("Trainer: tasks is empty; give at least one Task")
+        self.task_names = [t.name for t in self.tasks]
+        out_names = getattr(model, "task_names", None)
+        if out_names is not None and sorted(out_names) != sorted(self.task_names):
+            raise ValueError(f"Trainer: the model has heads {sorted(out_names)} but the tasks are {sorted(self.task_names)}")
+        _check_positive_int("epochs", epochs)
+        _check_positive_int("batch_size", batch_size)
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"Trainer: lr={lr!r} must be a finite number > 0")
+        if not (math.isfinite(weight_decay) and weight_decay >= 0):
+            raise ValueError(f"Trainer: weight_decay={weight_decay!r} must be >= 0")
+        if optimizer not in OPTIMIZERS:
+            raise UnknownNameError(unknown_name_message("optimizer", optimizer, list(OPTIMIZERS)))
+        if grad_mode not in GRAD_MODES:
+            raise UnknownNameError(unknown_name_message("grad_mode", str(grad_mode), list(GRAD_MODES)))
+        if checkpoint_every < 0:
+            raise ValueError(f"Trainer: checkpoint_every={checkpoint_every!r} must be >= 0 (0: epoch ends only)")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = device
+        self.model = model.to(device)
+        if isinstance(weighting, str):
+            weighting = create_weighting(weighting, len(self.tasks))
+        if weighting.num_tasks != len(self.tasks):
+            raise ValueError(
+                f"Trainer: the weighting was built for num_tasks={weighting.num_tasks} but there are {len(self.tasks)} tasks"
+            )
+        self.weighting = weighting.to(device)
+        self.engine = Engine(self.weighting, grad_mode=grad_mode)
+        self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, float(lr), seed
+        self.optimizer_name, self.weight_decay = optimizer, float(weight_decay)
+        params = list(self.model.parameters()) + list(self.weighting.parameters())
+        kwargs: dict[str, Any] = {"lr": self.lr, "weight_decay": self.weight_decay}
+        if optimizer == "sgd":
+            kwargs["momentum"] = 0.9
+        self.optimizer = OPTIMIZERS[optimizer](params, **kwargs)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.checkpoint_every = checkpoint_every
+        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.callbacks = list(callbacks)
+        self.config = config or {}
+        # progress
+        self.epoch = 0  # epochs completed
+        self.batch_in_epoch = 0  # batches completed in the current epoch
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best_epoch = 0
+        self.best_score = math.inf
+        self.best_state: dict[str, Tensor] | None = None
+        self._accum = self._empty_accum()
+        self.finished = False
+
+    # --- public API --------------------------------------------------------------------------
+    def task(self, name: str) -> Task:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise UnknownNameError(unknown_name_message("task", name, self.task_names))
+
+    def fit(self, data: MultiTaskData | tuple[TensorSplit, TensorSplit], *, resume: bool = False) -> Trainer:
+        """Train, validating after every epoch; ends with the best-validation parameters loaded.
+
+        Model selection uses the validation split only: the criterion is the mean over the
+        (non-auxiliary) tasks of the validation loss. With ``resume=True`` and an existing
+        checkpoint the run continues exactly where it stopped.
+        """
+        train, val = (data.train, data.val) if isinstance(data, MultiTaskData) else data
+        self._check_split(train, "train")
+        self._check_split(val, "val")
+        if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
+            self.load_checkpoint(self.checkpoint_path)
+        if self.metrics_path is not None:
+            self._rewrite_metrics()
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        if self.finished:
+            return self
+        shared = list(self.model.shared_parameters())
+        try:
+            while self.epoch < self.epochs:
+                self._train_epoch(train, val, shared)
+        except KeyboardInterrupt:
+            if self.checkpoint_path is not None:
+                self.save_checkpoint(self.checkpoint_path)
+            raise
+        except NonFiniteLossError as exc:
+            where = (
+                f"; the last good checkpoint is {str(self.checkpoint_path)!r}"
+                if self.checkpoint_path is not None and self.checkpoint_path.exists()
+                else ""
+            )
+            raise NonFiniteLossError(f"{exc}{where}", exc.tasks, exc.step) from None
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        self.finished = True
+        if self.checkpoint_path is not None:
+            self.save_checkpoint(self.checkpoint_path)
+        for cb in self.callbacks:
+            cb.on_fit_end(self)
+        return self
+
+    def evaluate(self, split: TensorSplit, *, batch_size: int = 1024) -> dict[str, dict[str, float]]:
+        """Per-task loss and metrics on ``split`` (see :func:`evaluate`)."""
+        return evaluate(self.model, self.tasks, split, batch_size=batch_size, device=self.device)
+
+    # --- the loop ----------------------------------------------------------------------------
+    def _check_split(self, split: TensorSplit, name: str) -> None:
+        missing = [n for n in self.task_names if n not in split.targets]
+        if missing:
+            raise ValueError(f"Trainer: the {name} split has no targets for task(s) {missing}")
+        if len(split) == 0:
+            raise ValueError(f"Trainer: the {name} split is empty")
+
+    def _empty_accum(self) -> dict[str, Tensor]:
+        t = len(self.tasks)
+        return {
+            "loss_sum": torch.zeros(t, dtype=torch.float64),
+            "loss_count": torch.zeros(t, dtype=torch.float64),
+            "weight_sum": torch.zeros(t, dtype=torch.float64),
+            "steps": torch.zeros((), dtype=torch.float64),
+        }
+
+    def _losses(self, batch: Batch, outputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        losses, present = [], []
+        for t in self.tasks:
+            mask = batch.masks[t.name]
+            losses.append(t.compute_loss(outputs[t.name], batch.targets[t.name], mask))
+            present.append(bool(mask.any()))
+        return torch.stack(losses), torch.tensor(present, device=losses[0].device)
+
+    def _train_epoch(self, train: TensorSplit, val: TensorSplit, shared: list[nn.Parameter]) -> None:
+        epoch = self.epoch
+        num_batches = train.num_batches(self.batch_size)
+        for cb in self.callbacks:
+            cb.on_epoch_start(self, epoch + 1, num_batches, self.batch_in_epoch)
+        self.model.train()
+        t0 = time.perf_counter()
+        for batch in train.batches(self.batch_size, shuffle=True, seed=self.seed, epoch=epoch, start=self.batch_in_epoch):
+            batch = batch.to(self.device)
+            needs_features = self.engine.grad_mode == "features" and self.weighting.requires_gramian
+            outputs, features = self.model.forward_features(batch.inputs)
+            losses, present = self._losses(batch, outputs)
+            self.optimizer.zero_grad(set_to_none=True)
+            info = self.engine.backward(
+                losses,
+                shared,
+                present=present,
+                features=features if needs_features else None,
+                task_names=self.task_names,
+                step=self.global_step + 1,
+            )
+            self.optimizer.step()
+            self.global_step += 1
+            self.batch_in_epoch += 1
+            p = info.present.cpu()
+            self._accum["loss_sum"] += torch.where(p, info.losses.cpu().double(), 0.0)
+            self._accum["loss_count"] += p.double()
+            self._accum["weight_sum"] += info.weights.cpu().double()
+            self._accum["steps"] += 1
+            for cb in self.callbacks:
+                cb.on_step_end(self, info)
+            if self.checkpoint_every and self.global_step % self.checkpoint_every == 0 and self.checkpoint_path:
+                self.save_checkpoint(self.checkpoint_path)
+        self.weighting.on_epoch_end()
+        record = self._epoch_record(val, time.perf_counter() - t0)
+        self.history.append(record)
+        if self.metrics_path is not None:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if record["val_loss"] < self.best_score:
+            self.best_score = float(record["val_loss"])
+            self.best_epoch = record["epoch"]
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self._accum = self._empty_accum()
+        if self.checkpoint_path is not None:
+            self.save_checkpoint(self.checkpoint_path)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, record)
+
+    def _epoch_record(self, val: TensorSplit, seconds: float) -> dict[str, Any]:
+        a = self._accum
+        train_losses = (a["loss_sum"] / a["loss_count"].clamp_min(1)).tolist()
+        val_metrics = self.evaluate(val)
+        main = [t.name for t in self.tasks if not t.auxiliary] or self.task_names
+        val_loss = sum(val_metrics[n]["loss"] for n in main) / len(main)
+        return {
+            "epoch": self.epoch + 1,
+            "step": self.global_step,
+            "train_loss": sum(train_losses) / len(train_losses),
+            "train": dict(zip(self.task_names, train_losses, strict=True)),
+            "weights": dict(zip(self.task_names, (a["weight_sum"] / a["steps"].clamp_min(1)).tolist(), strict=True)),
+            "val_loss": val_loss if math.isfinite(val_loss) else math.inf,
+            "val": val_metrics,
+            "seconds": seconds,
+        }
+
+    def _rewrite_metrics(self) -> None:
+        assert self.metrics_path is not None
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "w") as f:
+            for record in self.history:
+                f.write(json.dumps(record) + "\n")
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (see the module docstring)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "weighting": self.weighting.state_dict(),
+            "weighting_name": self.weighting.name,
+            "engine": self.engine.state_dict(),
+            "rng": torch.get_rng_state(),
+            "progress": {
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "global_step": self.global_step,
+                "finished": self.finished,
+            },
+            "accum": dict(self._accum),
+            "best": {"epoch": self.best_epoch, "score": self.best_score, "state": self.best_state},
+            "history": json.dumps(self.history),
+            "tasks": json.dumps([t.to_dict() for t in self.tasks]),
+            "config": json.dumps(self.config),
+            "recipe": {
+                "epochs": self.epochs,
+                "batch_size": self.batch_size,
+                "lr": self.lr,
+                "optimizer": self.optimizer_name,
+                "weight_decay": self.weight_decay,
+                "seed": self.seed,
+                "grad_mode": self.engine.grad_mode,
+            },
+            "versions": {"multitask": __version__, "torch": str(torch.__version__)},
+        }
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        save_checkpoint(path, self.state())
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint`; refuse an incompatible one."""
+        ckpt = load_checkpoint(path)
+        saved_tasks = [d["name"] for d in json.loads(ckpt["tasks"])]
+        if saved_tasks != self.task_names:
+            raise CheckpointError(f"checkpoint {str(path)!r} was trained on tasks {saved_tasks}, not {self.task_names}")
+        if ckpt.get("weighting_name") != self.weighting.name:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} used weighting {ckpt.get('weighting_name')!r}, not {self.weighting.name!r}"
+            )
+        recipe = ckpt.get("recipe", {})
+        mine = self.state()["recipe"]
+        diff = {k: (recipe.get(k), v) for k, v in mine.items() if recipe.get(k) != v}
+        if diff:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} was written with a different recipe: "
+                + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items())
+            )
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.weighting.load_state_dict(ckpt["weighting"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not fit this model: {str(exc).splitlines()[0]}"
+            ) from exc
+        self.engine.load_state_dict(ckpt["engine"])
+        torch.set_rng_state(ckpt["rng"])
+        prog = ckpt["progress"]
+        self.epoch, self.batch_in_epoch = int(prog["epoch"]), int(prog["batch_in_epoch"])
+        self.global_step, self.finished = int(prog["global_step"]), bool(prog["finished"])
+        self._accum = {k: v.clone() for k, v in ckpt["accum"].items()}
+        best = ckpt["best"]
+        self.best_epoch, self.best_score, self.best_state = int(best["epoch"]), float(best["score"]), best["state"]
+        self.history = json.loads(ckpt["history"])
