@@ -24,7 +24,7 @@ import yaml
 
 from .registry import UnknownNameError, signature_params, unknown_name_message
 
-__all__ = ["ConfigError", "DEFAULTS", "load_config_file", "apply_overrides", "resolve_config", "dump_config"]
+__all__ = ["DEFAULTS", "ConfigError", "apply_overrides", "dump_config", "load_config_file", "resolve_config"]
 
 
 class ConfigError(ValueError):

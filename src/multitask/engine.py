@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .weighting.base import Weighting
 
-__all__ = ["Engine", "StepInfo", "GradMode", "GRAD_MODES", "NonFiniteLossError", "gramian"]
+__all__ = ["GRAD_MODES", "Engine", "GradMode", "NonFiniteLossError", "StepInfo", "gramian"]
 
 GradMode = Literal["exact", "features"]
 GRAD_MODES: tuple[str, ...] = ("exact", "features")
@@ -191,5 +191,5 @@ class Engine:
         reg = self.weighting.regularizer()
         if reg is not None:
             objective = objective + reg
-        objective.backward()
+        torch.autograd.backward(objective)
         return StepInfo(losses=seen.detach(), weights=weights.detach(), present=present.detach(), gramian=g)

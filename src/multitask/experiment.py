@@ -43,7 +43,7 @@ from .metrics import delta_m, relative_change
 from .trainer import Trainer
 from .weighting import create_weighting
 
-__all__ = ["run", "load_data", "format_summary", "train_one"]
+__all__ = ["format_summary", "load_data", "run", "train_one"]
 
 
 def load_data(cfg: dict[str, Any]) -> MultiTaskData:
@@ -133,7 +133,7 @@ def _new_run_dir(cfg: dict[str, Any]) -> Path:
         what = cfg["data"]["dataset"] or Path(str(cfg["data"]["path"])).stem
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = f"{what}-{cfg['model']['architecture']}-{cfg['weighting']['name']}-{stamp}"
-    run_dir = base / name
+    run_dir = base / str(name)
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"run directory {str(run_dir)!r} already exists and is not empty; choose another run.name, "

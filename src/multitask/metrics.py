@@ -15,17 +15,17 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "Metric",
     "METRICS",
+    "Metric",
     "accuracy",
-    "roc_auc",
+    "delta_m",
     "f1",
-    "mse",
-    "rmse",
     "mae",
+    "mse",
     "r2",
     "relative_change",
-    "delta_m",
+    "rmse",
+    "roc_auc",
 ]
 
 

@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "UnknownNameError", "ParamInfo", "signature_params", "closest"]
+__all__ = ["ParamInfo", "Registry", "UnknownNameError", "closest", "signature_params"]
 
 
 class UnknownNameError(KeyError, ValueError):

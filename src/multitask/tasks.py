@@ -19,7 +19,7 @@ from torch import Tensor
 from .metrics import METRICS, Metric
 from .registry import UnknownNameError, unknown_name_message
 
-__all__ = ["Task", "TaskKind", "KINDS"]
+__all__ = ["KINDS", "Task", "TaskKind"]
 
 TaskKind = Literal["binary", "multiclass", "regression"]
 KINDS: tuple[str, ...] = ("binary", "multiclass", "regression")
@@ -123,7 +123,7 @@ class Task:
     @property
     def output_dim(self) -> int:
         """Width of the head's output: ``num_classes`` for multiclass, else 1."""
-        return int(self.num_classes) if self.kind == "multiclass" else 1
+        return self.num_classes if self.kind == "multiclass" and self.num_classes is not None else 1
 
     @property
     def metric_objects(self) -> tuple[Metric, ...]:

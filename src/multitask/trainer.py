@@ -30,7 +30,7 @@ from .registry import UnknownNameError, unknown_name_message
 from .tasks import Task
 from .weighting.base import Weighting, create_weighting
 
-__all__ = ["Trainer", "OPTIMIZERS", "evaluate"]
+__all__ = ["OPTIMIZERS", "Trainer", "evaluate"]
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,

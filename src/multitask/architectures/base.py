@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..registry import Registry
 from ..tasks import Task
 
-__all__ = ["MultiTaskModel", "ARCHITECTURES", "build_model", "mlp"]
+__all__ = ["ARCHITECTURES", "MultiTaskModel", "build_model", "mlp"]
 
 
 class MultiTaskModel(nn.Module, ABC):

@@ -1,0 +1,43 @@
+"""Multi-task data: batches, splits, built-in datasets and the CSV/Parquet loader."""
+
+from typing import Any
+
+from . import adult as _adult  # noqa: F401  (registers "adult")
+from . import multidigits as _multidigits  # noqa: F401  (registers "multidigits")
+from . import yeast as _yeast  # noqa: F401  (registers "yeast")
+from .base import DATASETS, MissingDependencyError, MultiTaskData
+from .batch import Batch, TensorSplit
+from .splits import holdout_indices, split_indices
+from .tabular import (
+    TabularPreprocessor,
+    TargetEncoder,
+    TaskSpec,
+    from_frame,
+    load_table,
+    parse_task_spec,
+    read_table,
+)
+
+__all__ = [
+    "DATASETS",
+    "Batch",
+    "MissingDependencyError",
+    "MultiTaskData",
+    "TabularPreprocessor",
+    "TargetEncoder",
+    "TaskSpec",
+    "TensorSplit",
+    "from_frame",
+    "holdout_indices",
+    "load_dataset",
+    "load_table",
+    "parse_task_spec",
+    "read_table",
+    "split_indices",
+]
+
+
+def load_dataset(name: str, **params: Any) -> MultiTaskData:
+    """The built-in dataset ``name`` built with keyword ``params`` (see ``multitask list datasets``)."""
+    data: MultiTaskData = DATASETS.create(name, **params)
+    return data

@@ -1,0 +1,131 @@
+"""MultiDigits: pairs of scikit-learn's 8x8 digits, one 10-class task per digit."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from ..registry import UnknownNameError, unknown_name_message
+from ..tasks import Task
+from .base import DATASETS, MultiTaskData
+from .batch import TensorSplit
+from .splits import split_indices
+
+__all__ = ["LAYOUTS", "multidigits", "pair_indices"]
+
+LAYOUTS: tuple[str, ...] = ("side", "overlay")
+_CLASSES = tuple(str(d) for d in range(10))
+_MAX_PAIRS = 100
+
+
+def pair_indices(
+    n_images: int, *, pairs_per_image: int, split_seed: int, val_fraction: float, test_fraction: float
+) -> dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    """Source-image indices ``{split: (left, right)}`` of every pair.
+
+    The images are split first, so a source image belongs to exactly one split. Within a split of
+    ``m`` images there are ``m * pairs_per_image`` pairs: round ``r`` pairs image ``i`` (left) with
+    image ``perm_r[i]`` (right), where ``perm_r`` is a seeded permutation of the split. So each
+    image appears ``pairs_per_image`` times on each side.
+    """
+    parts = split_indices(n_images, seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    out: dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
+    for k, (split, idx) in enumerate(zip(("train", "val", "test"), parts, strict=True)):
+        rng = np.random.default_rng([split_seed, k, pairs_per_image])
+        lefts, rights = [], []
+        for _ in range(pairs_per_image):
+            lefts.append(idx)
+            rights.append(idx[rng.permutation(len(idx))])
+        out[split] = (np.concatenate(lefts).astype(np.int64), np.concatenate(rights).astype(np.int64))
+    return out
+
+
+def _compose(
+    images: NDArray[np.float32], left: NDArray[np.int64], right: NDArray[np.int64], layout: str
+) -> torch.Tensor:
+    a, b = images[left], images[right]
+    if layout == "side":
+        canvas = np.concatenate([a, b], axis=2)  # [N, 8, 16]
+    else:
+        canvas = np.zeros((len(left), 12, 12), dtype=np.float32)
+        canvas[:, 0:8, 0:8] = a
+        canvas[:, 4:12, 4:12] = np.maximum(canvas[:, 4:12, 4:12], b)
+    return torch.from_numpy(np.ascontiguousarray(canvas[:, None, :, :], dtype=np.float32))
+
+
+@DATASETS.register("multidigits")
+def multidigits(
+    *,
+    layout: str = "side",
+    pairs_per_image: int = 3,
+    split_seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+) -> MultiTaskData:
+    """Two 8x8 scikit-learn digits per image; tasks: left and right digit (tiny default dataset).
+
+    The default dataset of the library and of its tests: it is tiny (1,797 source images; 3,771
+    train / 810 val / 810 test pairs with the defaults) and ships with scikit-learn, so it needs no
+    download. The source images are split into train/val/test first, so no digit image appears in
+    two splits; pairs are then formed within each split (see :func:`pair_indices`).
+
+    Args:
+        layout: ``"side"``: an 8x16 image, left digit | right digit; ``"overlay"``: a 12x12 canvas
+            with the first digit at the top-left ``[0:8, 0:8]`` and the second at the bottom-right
+            ``[4:12, 4:12]``, combined by pixel-wise maximum.
+        pairs_per_image: pairs per source image in each split (1 to 100).
+        split_seed: seed of the image split and of the pairing.
+        val_fraction: fraction of source images for validation.
+        test_fraction: fraction of source images for test.
+
+    Returns:
+        Inputs float32 in [0, 1] of shape ``[N, 1, 8, 16]`` (side) or ``[N, 1, 12, 12]``
+        (overlay); tasks ``left`` and ``right``, multiclass with classes ``"0"`` to ``"9"``.
+    """
+    if layout not in LAYOUTS:
+        raise UnknownNameError(unknown_name_message("multidigits layout", str(layout), list(LAYOUTS)))
+    if isinstance(pairs_per_image, bool) or not isinstance(pairs_per_image, int):
+        raise TypeError(f"pairs_per_image={pairs_per_image!r} must be an int, e.g. pairs_per_image=3")
+    if not 1 <= pairs_per_image <= _MAX_PAIRS:
+        raise ValueError(f"pairs_per_image={pairs_per_image} must be between 1 and {_MAX_PAIRS}, e.g. 3")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = (np.asarray(digits.images, dtype=np.float32) / 16.0).clip(0.0, 1.0)
+    labels = np.asarray(digits.target, dtype=np.int64)
+    pairs = pair_indices(
+        len(images),
+        pairs_per_image=pairs_per_image,
+        split_seed=split_seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
+    splits = {}
+    for split, (left, right) in pairs.items():
+        n = len(left)
+        splits[split] = TensorSplit(
+            _compose(images, left, right, layout),
+            {"left": torch.from_numpy(labels[left]), "right": torch.from_numpy(labels[right])},
+            {"left": torch.ones(n, dtype=torch.bool), "right": torch.ones(n, dtype=torch.bool)},
+        )
+    tasks = [
+        Task("left", "multiclass", num_classes=10, classes=_CLASSES),
+        Task("right", "multiclass", num_classes=10, classes=_CLASSES),
+    ]
+    return MultiTaskData(
+        name="multidigits",
+        tasks=tasks,
+        train=splits["train"],
+        val=splits["val"],
+        test=splits["test"],
+        info={
+            "source": "scikit-learn sklearn.datasets.load_digits (UCI Optical Recognition of Handwritten Digits)",
+            "license": "BSD-3-Clause (scikit-learn); the digits come from the UCI repository",
+            "source_images": {s: len(np.unique(p[0])) for s, p in pairs.items()},
+            "rows": {s: len(p[0]) for s, p in pairs.items()},
+            "layout": layout,
+            "pairs_per_image": pairs_per_image,
+            "split": {"split_seed": split_seed, "val_fraction": val_fraction, "test_fraction": test_fraction},
+        },
+    )
