@@ -33,8 +33,17 @@ def test_train_writes_run_directory(tmp_path: Path, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "single-task" in out and "Δm =" in out and "mean over tasks" in out
     run = tmp_path / "r"
-    for f in ["config.yaml", "data.json", "summary.json", "baselines.json", "multitask/checkpoint.pt",
-              "multitask/metrics.jsonl", "multitask/result.json", "single/left/result.json", "single/right/checkpoint.pt"]:
+    for f in [
+        "config.yaml",
+        "data.json",
+        "summary.json",
+        "baselines.json",
+        "multitask/checkpoint.pt",
+        "multitask/metrics.jsonl",
+        "multitask/result.json",
+        "single/left/result.json",
+        "single/right/checkpoint.pt",
+    ]:
         assert (run / f).is_file(), f
     summary = json.loads((run / "summary.json").read_text())
     assert {r["task"] for r in summary["rows"]} == {"left", "right"}
@@ -46,8 +55,24 @@ def test_train_writes_run_directory(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_config_file_with_overrides_and_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     conf = tmp_path / "run.toml"
     conf.write_text('[train]\nepochs = 5\n[weighting]\nname = "dwa"\ntemperature = 2.5\n[data]\npairs_per_image = 1\n')
-    code = main(["train", "--config", str(conf), "--epochs", "1", "--seeds", "0,1", "-q", "--set", "model.hidden=[16]",
-                 "--out-dir", str(tmp_path), "--name", "s"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(conf),
+            "--epochs",
+            "1",
+            "--seeds",
+            "0,1",
+            "-q",
+            "--set",
+            "model.hidden=[16]",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "s",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "Δm over seeds [0, 1]" in out
@@ -65,7 +90,9 @@ def test_config_file_with_overrides_and_seeds(tmp_path: Path, capsys: pytest.Cap
         (["--dataset", "multidigits", "--task", "lefty"], "did you mean 'left'"),
     ],
 )
-def test_bad_names_exit_2_with_hint(args: list[str], match: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_names_exit_2_with_hint(
+    args: list[str], match: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", *args, "--out-dir", str(tmp_path), "-q"]) == 2
     assert match in capsys.readouterr().err
 
@@ -77,18 +104,40 @@ def test_csv_with_missing_labels(tmp_path: Path, capsys: pytest.CaptureFixture[s
     n = 300
     x1, x2 = rng.normal(size=n), rng.normal(size=n)
     color = rng.choice(["red", "green", "blue"], size=n)
-    df = pd.DataFrame({
-        "x1": x1, "x2": x2, "color": color,
-        "income": np.where(x1 + 0.3 * rng.normal(size=n) > 0, ">50K", "<=50K"),
-        "age": 40 + 10 * x2 + rng.normal(size=n),
-        "kind": np.where(x1 > 0.5, "a", np.where(x1 < -0.5, "b", "c")),
-    })
+    df = pd.DataFrame(
+        {
+            "x1": x1,
+            "x2": x2,
+            "color": color,
+            "income": np.where(x1 + 0.3 * rng.normal(size=n) > 0, ">50K", "<=50K"),
+            "age": 40 + 10 * x2 + rng.normal(size=n),
+            "kind": np.where(x1 > 0.5, "a", np.where(x1 < -0.5, "b", "c")),
+        }
+    )
     df.loc[df.index[::4], "income"] = None  # a quarter of the rows miss one label
     df.loc[df.index[1::5], "age"] = np.nan
     path = tmp_path / "people.csv"
     df.to_csv(path, index=False)
-    code = main(["train", "--data", str(path), "--task", "income:binary", "--task", "age:regression",
-                 "--task", "kind:multiclass", "--epochs", "3", "-q", "--out-dir", str(tmp_path), "--name", "csv"])
+    code = main(
+        [
+            "train",
+            "--data",
+            str(path),
+            "--task",
+            "income:binary",
+            "--task",
+            "age:regression",
+            "--task",
+            "kind:multiclass",
+            "--epochs",
+            "3",
+            "-q",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "csv",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     summary = json.loads((tmp_path / "csv" / "summary.json").read_text())
     assert [r["metric"] for r in summary["rows"]] == ["auc", "rmse", "accuracy"]
@@ -96,13 +145,37 @@ def test_csv_with_missing_labels(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert data["labelled_train_rows"]["income"] < data["rows"]["train"]
     pq = tmp_path / "people.parquet"
     df.to_parquet(pq)
-    assert main(["train", "--data", str(pq), "--task", "income:binary", "--epochs", "1", "-q", "--no-baselines",
-                 "--set", "data.drop=[kind]", "--set", "data.impute=mean", "--out-dir", str(tmp_path), "--name", "pq"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(pq),
+                "--task",
+                "income:binary",
+                "--epochs",
+                "1",
+                "-q",
+                "--no-baselines",
+                "--set",
+                "data.drop=[kind]",
+                "--set",
+                "data.impute=mean",
+                "--out-dir",
+                str(tmp_path),
+                "--name",
+                "pq",
+            ]
+        )
+        == 0
+    )
     assert main(["train", "--data", str(path), "--task", "incme:binary", "-q", "--out-dir", str(tmp_path)]) == 2
     assert "income" in capsys.readouterr().err
 
 
-def test_resume_from_cli_matches_uninterrupted(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_from_cli_matches_uninterrupted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = ["train", *FAST, "--epochs", "3", "--out-dir", str(tmp_path)]
     assert main([*args, "--name", "full"]) == 0
     # interrupt the first baseline in the middle of its second epoch
@@ -143,8 +216,22 @@ def test_end_to_end_real_command(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("multitask")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "multitask"]
     proc = subprocess.run(
-        [*cmd, "train", "--epochs", "2", "--set", "data.pairs_per_image=1", "--out-dir", str(tmp_path), "--name", "e2e"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning"},
+        [
+            *cmd,
+            "train",
+            "--epochs",
+            "2",
+            "--set",
+            "data.pairs_per_image=1",
+            "--out-dir",
+            str(tmp_path),
+            "--name",
+            "e2e",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning"},
     )
     assert proc.returncode == 0, proc.stderr
     assert "Δm =" in proc.stdout and "left" in proc.stdout and "right" in proc.stdout

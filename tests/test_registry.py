@@ -19,11 +19,15 @@ PAPER = re.compile(r"(19|20)\d\d.*(https?://|doi)", re.S)
 def test_every_weighting_class_is_registered() -> None:
     import multitask.weighting as w
 
-    public = {obj for _, obj in inspect.getmembers(w, inspect.isclass) if issubclass(obj, Weighting) and obj is not Weighting}
+    public = {
+        obj for _, obj in inspect.getmembers(w, inspect.isclass) if issubclass(obj, Weighting) and obj is not Weighting
+    }
     assert public == {WEIGHTINGS.get(n) for n in WEIGHTINGS.names()}
 
 
-@pytest.mark.parametrize(("kind", "name"), [("w", n) for n in WEIGHTINGS.names()] + [("a", n) for n in ARCHITECTURES.names()])
+@pytest.mark.parametrize(
+    ("kind", "name"), [("w", n) for n in WEIGHTINGS.names()] + [("a", n) for n in ARCHITECTURES.names()]
+)
 def test_methods_cite_their_paper(kind: str, name: str) -> None:
     obj = WEIGHTINGS.get(name) if kind == "w" else ARCHITECTURES.get(name)
     doc = inspect.getdoc(obj) or ""
@@ -39,7 +43,9 @@ def test_datasets_are_described(name: str) -> None:
 def test_registry_errors_and_duplicates() -> None:
     reg: Registry[int] = Registry("thing", list_hint="Run `x list`.")
     reg.add("alpha", 1)
-    with pytest.raises(UnknownNameError, match=r"unknown thing 'alpah'; did you mean 'alpha'\? Valid: alpha. Run `x list`."):
+    with pytest.raises(
+        UnknownNameError, match=r"unknown thing 'alpah'; did you mean 'alpha'\? Valid: alpha. Run `x list`."
+    ):
         reg.get("alpah")
     with pytest.raises(ValueError, match="already registered"):
         reg.add("alpha", 2)

@@ -71,3 +71,20 @@ def test_round_trip_dict() -> None:
     assert Task.from_dict(t.to_dict()) == t
     assert t.main_metric.name == "accuracy" and t.directions == {"accuracy": True}
     assert math.isnan(Task("b", "binary").evaluate(torch.zeros(0, 1), torch.zeros(0))["auc"])
+
+
+def test_custom_losses_follow_torch_conventions() -> None:
+    out = torch.randn(6, 1)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+    mask = torch.tensor([True, True, False, True, True, False])
+    default = Task("b", "binary").compute_loss(out, y, mask)
+    for fn in (torch.nn.BCEWithLogitsLoss(reduction="none"), torch.nn.BCEWithLogitsLoss()):
+        assert torch.allclose(Task("b", "binary", loss=fn).compute_loss(out, y, mask), default)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 2, 1, 1, 0, 2])
+    ce = Task("c", "multiclass", num_classes=3, loss=torch.nn.CrossEntropyLoss(label_smoothing=0.0))
+    assert torch.allclose(
+        ce.compute_loss(logits, labels), Task("c", "multiclass", num_classes=3).compute_loss(logits, labels)
+    )
+    bad = Task("r", "regression", loss=lambda o, t: (o - t).unsqueeze(1) ** 2)
+    with pytest.raises(ValueError, match=r"returned shape \(6, 1\)"):
+        bad.compute_loss(torch.randn(6, 1), torch.randn(6))

@@ -78,7 +78,9 @@ def test_selects_best_validation_epoch_and_never_reads_test(synthetic: MultiTask
     assert tr.evaluate(synthetic.val)["reg"]["loss"] == pytest.approx(tr.history[best]["val"]["reg"]["loss"])
 
 
-def test_nan_loss_stops_with_task_and_step_and_keeps_last_good_checkpoint(synthetic: MultiTaskData, tmp_path: Path) -> None:
+def test_nan_loss_stops_with_task_and_step_and_keeps_last_good_checkpoint(
+    synthetic: MultiTaskData, tmp_path: Path
+) -> None:
     class Poison(Callback):
         def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
             if trainer.global_step == 9:  # inside epoch 2, after the epoch-1 checkpoint

@@ -163,7 +163,9 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     out["data"] = _resolve_open("data", data, loader, skip)
 
     model = {**DEFAULTS["model"], **dict(cfg.get("model", {}))}
-    out["model"] = _resolve_open("model", model, ARCHITECTURES.get(str(model["architecture"])), ("input_shape", "tasks"))
+    out["model"] = _resolve_open(
+        "model", model, ARCHITECTURES.get(str(model["architecture"])), ("input_shape", "tasks")
+    )
 
     weighting = {**DEFAULTS["weighting"], **dict(cfg.get("weighting", {}))}
     out["weighting"] = _resolve_open("weighting", weighting, WEIGHTINGS.get(str(weighting["name"])), ("num_tasks",))
@@ -172,7 +174,9 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _resolve_open(section: str, given: dict[str, Any], factory: Callable[..., Any], skip: tuple[str, ...]) -> dict[str, Any]:
+def _resolve_open(
+    section: str, given: dict[str, Any], factory: Callable[..., Any], skip: tuple[str, ...]
+) -> dict[str, Any]:
     fixed = set(DEFAULTS[section])
     params = _params_of(factory, skip)
     required = [p.name for p in signature_params(factory) if p.required and p.name not in skip]

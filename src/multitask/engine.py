@@ -90,9 +90,7 @@ def gramian(losses: Tensor, inputs: Sequence[Tensor], *, retain_graph: bool = Tr
             losses, inputs, grad_outputs=eye, retain_graph=retain_graph, is_grads_batched=True, allow_unused=True
         )
     except RuntimeError:
-        per_task = [
-            torch.autograd.grad(losses[i], inputs, retain_graph=True, allow_unused=True) for i in range(t)
-        ]
+        per_task = [torch.autograd.grad(losses[i], inputs, retain_graph=True, allow_unused=True) for i in range(t)]
         rows = tuple(
             torch.stack([torch.zeros_like(p) if g[j] is None else g[j] for g in per_task])  # type: ignore[misc]
             for j, p in enumerate(inputs)

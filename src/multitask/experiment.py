@@ -211,13 +211,21 @@ def _summarise(
     for t in main_tasks:
         m = t.main_metric
         multi_v = mtl["test"][t.name][m.name]
-        row: dict[str, Any] = {"task": t.name, "metric": m.name, "higher_is_better": m.higher_is_better, "multi": multi_v}
+        row: dict[str, Any] = {
+            "task": t.name,
+            "metric": m.name,
+            "higher_is_better": m.higher_is_better,
+            "multi": multi_v,
+        }
         if t.name in single:
             single_v = single[t.name]["test"][t.name][m.name]
             row["single"] = single_v
             row["relative_change"] = relative_change(multi_v, single_v, m.higher_is_better)
         row["all_metrics"] = {
-            name: {"multi": mtl["test"][t.name][name], **({"single": single[t.name]["test"][t.name][name]} if t.name in single else {})}
+            name: {
+                "multi": mtl["test"][t.name][name],
+                **({"single": single[t.name]["test"][t.name][name]} if t.name in single else {}),
+            }
             for name in t.directions
         }
         rows.append(row)
@@ -237,7 +245,9 @@ def _summarise(
     if single:
         mtl_test = {t.name: mtl["test"][t.name] for t in main_tasks}
         stl_test = {t.name: single[t.name]["test"][t.name] for t in main_tasks}
-        summary["delta_m"] = delta_m(mtl_test, stl_test, {t.name: {t.main_metric.name: t.main_metric.higher_is_better} for t in main_tasks})
+        summary["delta_m"] = delta_m(
+            mtl_test, stl_test, {t.name: {t.main_metric.name: t.main_metric.higher_is_better} for t in main_tasks}
+        )
         summary["delta_m_all_metrics"] = delta_m(mtl_test, stl_test, {t.name: t.directions for t in main_tasks})
         summary["delta_m_averaging"] = (
             "delta_m: mean over tasks of the signed relative change of each task's main metric; "
@@ -274,7 +284,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for i, row in enumerate(table):
-        lines.append("  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(c.ljust(w) if j < 2 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     if "delta_m" in summary:

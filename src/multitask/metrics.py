@@ -188,9 +188,7 @@ def delta_m(
     for task, metrics in directions.items():
         if task not in multi or task not in single:
             raise KeyError(f"delta_m: task {task!r} is missing from the multi-task or single-task results")
-        changes = [
-            relative_change(multi[task][m], single[task][m], hib) for m, hib in metrics.items()
-        ]
+        changes = [relative_change(multi[task][m], single[task][m], hib) for m, hib in metrics.items()]
         changes = [c for c in changes if not math.isnan(c)]
         if changes:
             per_task.append(sum(changes) / len(changes))

@@ -61,8 +61,9 @@ class Task:
         kind: "binary" (one logit, targets 0/1), "multiclass" (``num_classes`` logits, integer
             targets) or "regression" (one output, float targets).
         num_classes: number of classes of a multiclass task (2 or more).
-        loss: optional per-sample loss ``loss(outputs, targets) -> Tensor[N]`` (no reduction);
-            defaults to BCE-with-logits, cross-entropy or squared error by kind.
+        loss: optional loss ``loss(outputs, targets)`` returning per-sample values ``[N]`` or a
+            mean (any ``torch.nn`` loss works; see :meth:`per_sample_loss` for shapes); defaults
+            to BCE-with-logits, cross-entropy or squared error by kind.
         metrics: metric names from :data:`multitask.metrics.METRICS` or :class:`Metric` objects;
             the first is the task's main metric (used by Δm). Defaults by kind: binary
             (auc, accuracy, f1), multiclass (accuracy), regression (rmse, mae, r2).
@@ -142,9 +143,28 @@ class Task:
 
     # --- loss and metrics ------------------------------------------------------------------
     def per_sample_loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
-        """Per-sample loss (no reduction) on already-masked rows."""
-        fn = self.loss if self.loss is not None else _DEFAULT_LOSSES[self.kind]
-        return fn(outputs, targets)
+        """Per-sample loss (no reduction) on already-masked rows.
+
+        A custom ``loss`` receives outputs of shape ``[N]`` for single-output tasks (binary,
+        regression) and ``[N, C]`` for multiclass, with float targets for binary and regression
+        tasks and int64 for multiclass: the conventions of ``torch.nn`` losses. It may return
+        per-sample values ``[N]`` or an already-reduced mean (a scalar).
+        """
+        if self.loss is None:
+            return _DEFAULT_LOSSES[self.kind](outputs, targets)
+        if self.output_dim == 1:
+            outputs, targets = outputs.reshape(-1), targets.float()
+        else:
+            targets = targets.long()
+        result = self.loss(outputs, targets)
+        if result.dim() == 0:
+            return result
+        if result.shape != (targets.shape[0],):
+            raise ValueError(
+                f"Task {self.name!r}: the custom loss returned shape {tuple(result.shape)}; it must return "
+                f"per-sample losses ({targets.shape[0]},) (reduction='none') or a scalar mean"
+            )
+        return result
 
     def compute_loss(self, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
         """Mean loss over the labelled rows; an exact zero (still in the graph) when none is labelled.
@@ -158,7 +178,9 @@ class Task:
             )
         if mask is not None:
             if mask.shape[0] != targets.shape[0]:
-                raise ValueError(f"Task {self.name!r}: mask has {mask.shape[0]} rows but targets have {targets.shape[0]}")
+                raise ValueError(
+                    f"Task {self.name!r}: mask has {mask.shape[0]} rows but targets have {targets.shape[0]}"
+                )
             if not bool(mask.all()):
                 idx = mask.nonzero(as_tuple=True)[0]
                 if idx.numel() == 0:

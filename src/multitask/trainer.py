@@ -118,7 +118,9 @@ class Trainer:
         self.task_names = [t.name for t in self.tasks]
         out_names = getattr(model, "task_names", None)
         if out_names is not None and sorted(out_names) != sorted(self.task_names):
-            raise ValueError(f"Trainer: the model has heads {sorted(out_names)} but the tasks are {sorted(self.task_names)}")
+            raise ValueError(
+                f"Trainer: the model has heads {sorted(out_names)} but the tasks are {sorted(self.task_names)}"
+            )
         _check_positive_int("epochs", epochs)
         _check_positive_int("batch_size", batch_size)
         if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
@@ -251,7 +253,9 @@ class Trainer:
             cb.on_epoch_start(self, epoch + 1, num_batches, self.batch_in_epoch)
         self.model.train()
         t0 = time.perf_counter()
-        for batch in train.batches(self.batch_size, shuffle=True, seed=self.seed, epoch=epoch, start=self.batch_in_epoch):
+        for batch in train.batches(
+            self.batch_size, shuffle=True, seed=self.seed, epoch=epoch, start=self.batch_in_epoch
+        ):
             batch = batch.to(self.device)
             needs_features = self.engine.grad_mode == "features" and self.weighting.requires_gramian
             outputs, features = self.model.forward_features(batch.inputs)

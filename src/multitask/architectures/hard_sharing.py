@@ -50,5 +50,7 @@ def hard_sharing(
     heads: dict[str, nn.Module] = {}
     for task in tasks:
         body = mlp(hidden[-1], head_hidden, activation=activation, dropout=dropout)
-        heads[task.name] = nn.Sequential(*body, nn.Linear(head_hidden[-1] if head_hidden else hidden[-1], task.output_dim))
+        heads[task.name] = nn.Sequential(
+            *body, nn.Linear(head_hidden[-1] if head_hidden else hidden[-1], task.output_dim)
+        )
     return HardSharing(trunk, heads)

@@ -38,8 +38,12 @@ class ProgressBar(Callback):
         self._counts = {n: 0 for n in trainer.task_names}
         if self.bar:
             self._pbar = tqdm(
-                total=num_batches, initial=start, desc=f"{self.label} epoch {epoch + 1}/{trainer.epochs}",
-                file=self.stream, leave=False, dynamic_ncols=True,
+                total=num_batches,
+                initial=start,
+                desc=f"{self.label} epoch {epoch + 1}/{trainer.epochs}",
+                file=self.stream,
+                leave=False,
+                dynamic_ncols=True,
             )
 
     def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..registry import Registry, signature_params
 
-__all__ = ["Weighting", "WEIGHTINGS", "create_weighting", "PROPERTIES"]
+__all__ = ["PROPERTIES", "WEIGHTINGS", "Weighting", "create_weighting"]
 
 #: Claims a weighting can declare; the contract tests verify each one it declares.
 PROPERTIES: frozenset[str] = frozenset(
@@ -61,7 +61,7 @@ class Weighting(nn.Module, ABC):
         """An extra scalar added to ``Σ w_t L_t`` before the backward pass (None: nothing)."""
         return None
 
-    def on_epoch_end(self) -> None:  # noqa: B027 - optional hook, no-op by default
+    def on_epoch_end(self) -> None:
         """Called by the trainer after every training epoch (DWA uses it)."""
 
     # --- helpers for subclasses --------------------------------------------------------------
