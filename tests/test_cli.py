@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from multitask.cli import main
@@ -209,6 +210,16 @@ def test_resume_from_cli_matches_uninterrupted(
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "nothing"), "-q"]) == 2
     assert "not a multitask run directory" in capsys.readouterr().err
+    # the resolved config travels inside the checkpoint
+    ckpt = torch.load(tmp_path / "part" / "multitask" / "checkpoint.pt", weights_only=True)
+    assert json.loads(ckpt["config"])["train"]["epochs"] == 3
+    # a corrupted checkpoint of an unfinished phase is refused on resume, naming the file
+    (tmp_path / "part" / "single" / "right" / "result.json").unlink()
+    ckpt_path = tmp_path / "part" / "single" / "right" / "checkpoint.pt"
+    ckpt_path.write_bytes(ckpt_path.read_bytes()[:1000])
+    assert main(["train", "--resume", str(tmp_path / "part"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "corrupted or truncated" in err and "right" in err
 
 
 def test_end_to_end_real_command(tmp_path: Path) -> None:
