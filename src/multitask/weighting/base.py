@@ -10,6 +10,7 @@ never reads ``.grad`` and never reads trainer state.
 from __future__ import annotations
 
 import inspect
+import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -116,6 +117,18 @@ def create_weighting(name: str, num_tasks: int, **params: Any) -> Weighting:
 
     check_params(f"weighting {name!r}", cls, params, skip=("num_tasks",))
     return cls(num_tasks, **params)
+
+
+def check_float(owner: str, name: str, value: object, example: str, *, allow_zero: bool = False) -> float:
+    """Validate a hyperparameter that must be a finite number > 0 (or >= 0); return it as a float.
+
+    The error names the class, the parameter, the value seen and an example of a valid value.
+    """
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (value >= 0 if allow_zero else value > 0):  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    bound = ">= 0" if allow_zero else "> 0"
+    raise ValueError(f"{owner}: {name}={value!r} must be a finite number {bound}, e.g. {name}={example}")
 
 
 def as_weights(values: Tensor, like: Tensor) -> Tensor:

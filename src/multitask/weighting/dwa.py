@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from .base import Weighting, register
+from .base import Weighting, check_float, register
 
 __all__ = ["DynamicWeightAverage"]
 
@@ -52,16 +51,7 @@ class DynamicWeightAverage(Weighting):
 
     def __init__(self, num_tasks: int, *, temperature: float = 2.0) -> None:
         super().__init__(num_tasks)
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, int | float)
-            or not math.isfinite(temperature)
-            or temperature <= 0
-        ):
-            raise ValueError(
-                f"DynamicWeightAverage: temperature={temperature!r} must be a finite number > 0, "
-                "e.g. temperature=2.0 (the paper's value)"
-            )
+        check_float("DynamicWeightAverage", "temperature", temperature, "2.0 (the paper's value)")
         self.temperature = temperature
         self.register_buffer("epoch_sum", torch.zeros(num_tasks, dtype=torch.float32))
         self.register_buffer("epoch_count", torch.zeros((), dtype=torch.long))

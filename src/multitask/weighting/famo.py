@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from .base import Weighting, register
+from .base import Weighting, check_float, register
 
 __all__ = ["FAMO"]
 
 _BETA1 = 0.9
 _BETA2 = 0.999
 _EPS = 1e-8
-
-
-def _check_float(name: str, value: object, example: str, *, allow_zero: bool) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value >= 0 if allow_zero else value > 0):  # type: ignore[operator]
-        return float(value)  # type: ignore[arg-type]
-    bound = ">= 0" if allow_zero else "> 0"
-    raise ValueError(f"FAMO: {name}={value!r} must be a finite number {bound}, e.g. {name}={example}")
 
 
 @register
@@ -75,9 +66,9 @@ class FAMO(Weighting):
         self, num_tasks: int, *, lr: float = 0.025, weight_decay: float = 1e-3, min_loss: float = 1e-8
     ) -> None:
         super().__init__(num_tasks)
-        _check_float("lr", lr, "0.025", allow_zero=False)
-        _check_float("weight_decay", weight_decay, "1e-3", allow_zero=True)
-        _check_float("min_loss", min_loss, "1e-8", allow_zero=False)
+        check_float("FAMO", "lr", lr, "0.025")
+        check_float("FAMO", "weight_decay", weight_decay, "1e-3", allow_zero=True)
+        check_float("FAMO", "min_loss", min_loss, "1e-8")
         self.lr = lr
         self.weight_decay = weight_decay
         self.min_loss = min_loss

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from .base import Weighting, register
+from .base import Weighting, check_float, register
 
 __all__ = ["GradNorm"]
 
 #: Weights are clamped to at least this before renormalisation, so they stay positive.
 MIN_WEIGHT = 1e-4
-
-
-def _positive_float(cls: str, name: str, value: object, example: str, *, allow_zero: bool = False) -> float:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and (value >= 0 if allow_zero else value > 0):  # type: ignore[operator]
-        return float(value)  # type: ignore[arg-type]
-    bound = ">= 0" if allow_zero else "> 0"
-    raise ValueError(f"{cls}: {name}={value!r} must be a finite number {bound}, e.g. {name}={example}")
 
 
 @register
@@ -70,8 +61,8 @@ class GradNorm(Weighting):
 
     def __init__(self, num_tasks: int, *, alpha: float = 1.5, lr: float = 0.025) -> None:
         super().__init__(num_tasks)
-        _positive_float("GradNorm", "alpha", alpha, "1.5", allow_zero=True)
-        _positive_float("GradNorm", "lr", lr, "0.025")
+        check_float("GradNorm", "alpha", alpha, "1.5", allow_zero=True)
+        check_float("GradNorm", "lr", lr, "0.025")
         self.alpha = alpha
         self.lr = lr
         self.register_buffer("task_weights", torch.ones(num_tasks))
