@@ -1,21 +1,33 @@
 """The engine: the only module that calls autograd.
 
-One training step is: per-task losses -> (if the weighting needs it) the Gramian ``G = J Jᵀ`` of
-the task gradients -> weights ``w = weighting(losses, G)`` -> one ordinary backward of
-``Σ_t w_t L_t + regularizer``.
+One training step is: per-task losses -> (if the method needs it) the task Jacobian ``J`` or its
+Gramian ``G = J Jᵀ`` -> task weights ``w`` (a :class:`~multitask.weighting.Weighting`) or an
+update vector (an :class:`~multitask.aggregation.Aggregator`) -> the parameters' ``.grad``.
 
-Grad modes:
-    ``"exact"``: ``G`` of the gradients with respect to the shared parameters.
-    ``"features"``: ``G`` of the gradients with respect to the shared features (the trunk's
-        output; Sener & Koltun, NeurIPS 2018, "MGDA-UB"), much cheaper: no extra pass through
-        the trunk.
+Grad modes (``grad_mode``):
+    ``"exact"``: ``J`` and ``G`` of the task gradients with respect to the shared parameters.
+        When the model exposes its shared features ``Z`` (all task outputs depend on the shared
+        parameters only through ``Z``), the engine takes ``∂L_t/∂Z`` with one batched backward
+        through the heads, then ``J`` with one batched backward through the trunk (``T`` rows,
+        chunked by ``chunk_size``); the shared gradient is then ``wᵀJ`` (no further pass through
+        the trunk) and the heads get one backward of ``Σ_t w_t L_t`` that stops at ``Z``.
+    ``"features"``: ``G`` of the gradients with respect to the shared features ``Z`` (Sener &
+        Koltun, NeurIPS 2018, "MGDA-UB"): the batched backward through the heads only, then one
+        ordinary backward of ``Σ_t w_t L_t``. Much cheaper; an approximation of the exact method.
+    ``"every:K"`` / ``"features+every:K"``: amortised: the Gramian and the weights are recomputed
+        every ``K`` steps and reused in between (plain backward of ``Σ_t w_t L_t``). Loss-based
+        methods ignore ``K``: their state is updated every step.
 
-Tasks without a labelled row in the batch (``present[t] == False``) get weight 0; the weighting
-sees their last observed loss in place of the missing one, so no NaN reaches any method or state.
+Missing labels: a task without a labelled row in the batch (``present[t] == False``) gets weight 0.
+Loss-based and stateful methods see its last observed loss in place of the missing one (and a
+zero row of the Gramian); a gradient method declared ``stateless`` is applied to the present
+tasks only, which is exactly the method on the tasks the batch has (a zero gradient row would
+otherwise distort methods such as MGDA, whose min-norm point it would become).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -23,12 +35,23 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .aggregation.base import Aggregator
 from .weighting.base import Weighting
 
-__all__ = ["GRAD_MODES", "Engine", "GradMode", "NonFiniteLossError", "StepInfo", "gramian"]
+__all__ = [
+    "Engine",
+    "StepInfo",
+    "GradMode",
+    "GRAD_MODES",
+    "NonFiniteLossError",
+    "gramian",
+    "jacobian",
+    "parse_grad_mode",
+]
 
 GradMode = Literal["exact", "features"]
 GRAD_MODES: tuple[str, ...] = ("exact", "features")
+_GRAD_MODE_RE = re.compile(r"^(?:(exact|features)(?:\+every:(\d+))?|every:(\d+))$")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -40,15 +63,31 @@ class NonFiniteLossError(FloatingPointError):
         self.step = step
 
 
+def parse_grad_mode(spec: str) -> tuple[GradMode, int]:
+    """``"exact"`` -> ("exact", 1); ``"features"``; ``"every:10"`` -> ("exact", 10); ``"features+every:10"``."""
+    m = _GRAD_MODE_RE.match(str(spec).strip())
+    if not m:
+        raise ValueError(
+            f"grad_mode={spec!r} is not valid; use 'exact', 'features', 'every:K' (exact Gramian every K "
+            "steps) or 'features+every:K'"
+        )
+    mode, every_a, every_b = m.groups()
+    every = int(every_a or every_b or 1)
+    if every < 1:
+        raise ValueError(f"grad_mode={spec!r}: K must be >= 1")
+    return ("exact" if mode is None else mode), every  # type: ignore[return-value]
+
+
 @dataclass
 class StepInfo:
     """What one engine step computed, exposed to callbacks.
 
     Attributes:
         losses: detached per-task losses ``[T]`` (last observed value for absent tasks).
-        weights: detached task weights ``[T]`` actually used (0 for absent tasks).
+        weights: detached task weights ``[T]`` (0 for absent tasks; ones for aggregators, whose
+            heads get their own unweighted loss gradient).
         present: ``[T]`` bool, tasks with at least one labelled row in the batch.
-        gramian: ``[T, T]`` Gramian of task gradients, when it was computed.
+        gramian: ``[T, T]`` Gramian of task gradients, when it was computed this step.
     """
 
     losses: Tensor
@@ -68,97 +107,172 @@ class StepInfo:
         """Pairwise cosine similarity of task gradients (None without a Gramian)."""
         if self.gramian is None:
             return None
-        n = self.grad_norms
-        assert n is not None
+        n = self.gramian.diagonal().clamp_min(0).sqrt()
         denom = torch.outer(n, n).clamp_min(torch.finfo(self.gramian.dtype).tiny)
         return self.gramian / denom
 
 
-def gramian(losses: Tensor, inputs: Sequence[Tensor], *, retain_graph: bool = True) -> Tensor:
-    """``G = J Jᵀ`` where row ``t`` of ``J`` is the gradient of ``losses[t]`` w.r.t. ``inputs``.
+def _vjp(
+    outputs: Sequence[Tensor], inputs: Sequence[Tensor], grad_outputs: Sequence[Tensor], chunk_size: int | None
+) -> list[Tensor]:
+    """Row-batched vector-Jacobian products: ``result[j][r] = Σ_o ⟨grad_outputs[o][r], ∂outputs[o]/∂inputs[j]⟩``.
 
-    Uses one batched vector-Jacobian product (``is_grads_batched``) and falls back to a loop of
-    ``T`` products for operations that cannot be batched. Computed in float32 or wider.
+    Rows are processed ``chunk_size`` at a time with ``is_grads_batched`` (vmap over the backward
+    graph); operations that cannot be batched fall back to one backward per row.
+    """
+    rows = grad_outputs[0].shape[0]
+    step = rows if not chunk_size else max(1, int(chunk_size))
+    parts: list[list[Tensor]] = [[] for _ in inputs]
+    for lo in range(0, rows, step):
+        go = [g[lo : lo + step] for g in grad_outputs]
+        try:
+            res = torch.autograd.grad(
+                list(outputs), list(inputs), grad_outputs=go, retain_graph=True, is_grads_batched=True, allow_unused=True
+            )
+        except RuntimeError:
+            per_row = [
+                torch.autograd.grad(
+                    list(outputs), list(inputs), grad_outputs=[g[r] for g in go], retain_graph=True, allow_unused=True
+                )
+                for r in range(go[0].shape[0])
+            ]
+            res = tuple(
+                torch.stack([torch.zeros_like(p) if pr[j] is None else pr[j] for pr in per_row])  # type: ignore[misc]
+                for j, p in enumerate(inputs)
+            )
+        for j, (r, p) in enumerate(zip(res, inputs, strict=True)):
+            parts[j].append(torch.zeros((go[0].shape[0], *p.shape), dtype=p.dtype, device=p.device) if r is None else r)
+    return [torch.cat(p) if len(p) > 1 else p[0] for p in parts]
+
+
+def jacobian(
+    losses: Tensor, inputs: Sequence[Tensor], *, features: Tensor | None = None, chunk_size: int | None = None
+) -> list[Tensor]:
+    """Per-input Jacobians ``[T, *input.shape]`` of the task ``losses`` with respect to ``inputs``.
+
+    With ``features`` (a tensor through which the losses depend on ``inputs``), the rows are
+    computed in two batched backward passes: heads (losses -> features), then trunk.
     """
     t = losses.shape[0]
     eye = torch.eye(t, dtype=losses.dtype, device=losses.device)
-    inputs = [p for p in inputs if p.requires_grad]
-    if not inputs:
-        raise ValueError("gramian: none of the given tensors requires grad")
-    try:
-        rows = torch.autograd.grad(
-            losses, inputs, grad_outputs=eye, retain_graph=retain_graph, is_grads_batched=True, allow_unused=True
-        )
-    except RuntimeError:
-        per_task = [torch.autograd.grad(losses[i], inputs, retain_graph=True, allow_unused=True) for i in range(t)]
-        rows = tuple(
-            torch.stack([torch.zeros_like(p) if g[j] is None else g[j] for g in per_task])  # type: ignore[misc]
-            for j, p in enumerate(inputs)
-        )
-    acc_dtype = torch.promote_types(losses.dtype, torch.float32)
-    g = torch.zeros(t, t, dtype=acc_dtype, device=losses.device)
+    if features is None:
+        return _vjp([losses], inputs, [eye], chunk_size)
+    (dz,) = _vjp([losses], [features], [eye], chunk_size)
+    return _vjp([features], inputs, [dz], chunk_size)
+
+
+def _gramian_of(rows: Sequence[Tensor], t: int) -> Tensor:
+    acc_dtype = torch.promote_types(rows[0].dtype, torch.float32) if rows else torch.float32
+    g = torch.zeros(t, t, dtype=acc_dtype, device=rows[0].device if rows else None)
     for r in rows:
-        if r is None:
-            continue
         flat = r.reshape(t, -1).to(acc_dtype)
         g = g + flat @ flat.T
     return g
 
 
+def gramian(losses: Tensor, inputs: Sequence[Tensor], *, features: Tensor | None = None) -> Tensor:
+    """``G = J Jᵀ`` where row ``t`` of ``J`` is the gradient of ``losses[t]`` w.r.t. ``inputs``."""
+    inputs = [p for p in inputs if p.requires_grad]
+    if not inputs:
+        raise ValueError("gramian: none of the given tensors requires grad")
+    return _gramian_of(jacobian(losses, inputs, features=features), losses.shape[0])
+
+
+Method = Weighting | Aggregator
+
+
 class Engine:
-    """Turns per-task losses into one backward pass, weighted by a :class:`Weighting`.
+    """Turns per-task losses into parameter gradients, through a weighting or an aggregator.
 
     Args:
-        weighting: the task-weighting method.
-        grad_mode: "exact" (Gramian over shared parameters) or "features" (over shared features).
+        method: a :class:`Weighting` (weights from losses and, optionally, the Gramian) or an
+            :class:`Aggregator` (update vector from the Jacobian).
+        grad_mode: "exact", "features", "every:K" or "features+every:K" (see the module docstring).
+        chunk_size: at most this many Jacobian rows per batched backward pass (caps memory);
+            None computes all ``T`` rows at once.
     """
 
-    def __init__(self, weighting: Weighting, *, grad_mode: GradMode = "exact") -> None:
-        if grad_mode not in GRAD_MODES:
-            from .registry import UnknownNameError, unknown_name_message
-
-            raise UnknownNameError(unknown_name_message("grad_mode", str(grad_mode), list(GRAD_MODES)))
-        self.weighting = weighting
+    def __init__(self, method: Method, *, grad_mode: str = "exact", chunk_size: int | None = None) -> None:
+        self.mode, self.every = parse_grad_mode(grad_mode)
+        if isinstance(method, Aggregator) and self.every > 1:
+            raise ValueError(
+                f"grad_mode={grad_mode!r}: amortised modes reuse task weights, but {type(method).__name__} "
+                "aggregates the Jacobian itself and has no weights to reuse; use 'exact' or 'features'"
+            )
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size={chunk_size!r} must be >= 1 (or None for all rows at once)")
+        self.method = method
         self.grad_mode = grad_mode
-        self.last_losses = torch.ones(weighting.num_tasks, dtype=torch.float64)
+        self.chunk_size = chunk_size
+        t = method.num_tasks
+        self.last_losses = torch.ones(t, dtype=torch.float64)
+        self.cached_weights = torch.ones(t, dtype=torch.float64)
+        self.steps_since_refresh = 0
+        self.has_cache = False
+
+    @property
+    def weighting(self) -> Method:
+        return self.method
+
+    def needs_gradients(self) -> bool:
+        """Whether the method needs per-task gradients (Gramian or Jacobian)."""
+        if isinstance(self.method, Aggregator):
+            return True
+        return self.method.needs_gramian()
 
     def state_dict(self) -> dict[str, Tensor]:
-        return {"last_losses": self.last_losses.clone()}
+        return {
+            "last_losses": self.last_losses.clone(),
+            "cached_weights": self.cached_weights.clone(),
+            "steps_since_refresh": torch.tensor(self.steps_since_refresh),
+            "has_cache": torch.tensor(self.has_cache),
+        }
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         self.last_losses = state["last_losses"].clone().to(torch.float64)
+        if "cached_weights" in state:
+            self.cached_weights = state["cached_weights"].clone().to(torch.float64)
+            self.steps_since_refresh = int(state["steps_since_refresh"])
+            self.has_cache = bool(state["has_cache"])
 
+    # --- the step ----------------------------------------------------------------------------
     def backward(
         self,
         losses: Tensor,
         shared_params: Sequence[Tensor],
         *,
+        other_params: Sequence[Tensor] | None = None,
         present: Tensor | None = None,
         features: Tensor | None = None,
         task_names: Sequence[str] | None = None,
         step: int = 0,
     ) -> StepInfo:
-        """Weight the task losses and backpropagate once; gradients accumulate in ``.grad``.
+        """Weight or aggregate the task losses' gradients; gradients accumulate in ``.grad``.
 
         Args:
             losses: ``[T]`` per-task losses still attached to the graph.
-            shared_params: the shared parameters (Gramian in "exact" mode).
+            shared_params: the shared parameters.
+            other_params: every other trainable parameter (task heads, the method's own
+                parameters). With it, "exact" mode writes the shared gradient from the Jacobian
+                it already holds and backpropagates only through the heads; without it, it does
+                one more full backward (same result, slower). Aggregators require it.
             present: ``[T]`` bool; absent tasks get weight 0 (default: all present).
-            features: the shared representation (required in "features" mode).
+            features: the shared representation ``Z`` (needed in "features" mode; speeds up
+                "exact" mode when every output depends on the shared parameters only through it).
             task_names: names used in error messages.
             step: global step, used in error messages.
 
         Raises:
             NonFiniteLossError: a present task's loss is NaN or infinite.
         """
-        t = self.weighting.num_tasks
+        method = self.method
+        t = method.num_tasks
         if losses.dim() != 1 or losses.shape[0] != t:
             raise ValueError(f"engine: losses has shape {tuple(losses.shape)}; expected ({t},)")
         if present is None:
             present = torch.ones(t, dtype=torch.bool, device=losses.device)
         detached = losses.detach()
-        finite = torch.isfinite(detached)
-        bad = (~finite & present).nonzero(as_tuple=True)[0].tolist()
+        bad = (~torch.isfinite(detached) & present).nonzero(as_tuple=True)[0].tolist()
         if bad:
             names = [task_names[i] if task_names else str(i) for i in bad]
             vals = [float(detached[i]) for i in bad]
@@ -168,26 +282,130 @@ class Engine:
                 names,
                 step,
             )
-        last = self.last_losses.to(detached.device)
-        seen = torch.where(present, detached.to(torch.float64), last)
-        self.last_losses = seen.detach().cpu()
-        seen = seen.to(detached.dtype)
+        seen64 = torch.where(present.cpu(), detached.to(torch.float64).cpu(), self.last_losses)
+        self.last_losses = seen64
+        seen = seen64.to(dtype=detached.dtype, device=detached.device)
+        shared = [p for p in shared_params if p.requires_grad]
 
-        g: Tensor | None = None
-        if self.weighting.requires_gramian:
-            if self.grad_mode == "features":
-                if features is None:
-                    raise ValueError("engine: grad_mode='features' needs the model's shared features")
-                g = gramian(losses, [features])
-            else:
-                g = gramian(losses, list(shared_params))
-        weights = self.weighting(seen, g)
-        if weights.shape != (t,):
-            raise ValueError(f"{type(self.weighting).__name__} returned weights of shape {tuple(weights.shape)}")
-        weights = torch.where(present, weights, torch.zeros_like(weights))
+        if isinstance(method, Aggregator):
+            return self._aggregate(method, losses, seen, present, shared, other_params, features)
+
+        if not method.needs_gramian():
+            weights = self._weights(method, seen, None, present)
+            self._backward_weighted(losses, weights, method.regularizer())
+            return StepInfo(seen.detach(), weights.detach(), present.detach())
+
+        refresh = not self.has_cache or self.steps_since_refresh + 1 >= self.every or self.every == 1
+        if not refresh:
+            self.steps_since_refresh += 1
+            weights = torch.where(present, self.cached_weights.to(losses), torch.zeros_like(losses))
+            self._backward_weighted(losses, weights, method.regularizer())
+            return StepInfo(seen.detach(), weights.detach(), present.detach())
+
+        self.steps_since_refresh = 0
+        if self.mode == "features":
+            if features is None:
+                raise ValueError("engine: grad_mode='features' needs the model's shared features")
+            rows = jacobian(losses, [features], chunk_size=self.chunk_size)
+            g = _gramian_of(rows, t)
+            weights = self._weights(method, seen, g, present)
+            self._remember(weights)
+            self._backward_weighted(losses, weights, method.regularizer())
+            return StepInfo(seen.detach(), weights.detach(), present.detach(), g.detach())
+
+        use_features = features is not None and features.requires_grad
+        rows = jacobian(losses, shared, features=features if use_features else None, chunk_size=self.chunk_size)
+        g = _gramian_of(rows, t)
+        weights = self._weights(method, seen, g, present)
+        self._remember(weights)
+        if other_params is None:
+            self._backward_weighted(losses, weights, method.regularizer())
+        else:
+            w = weights.detach()
+            for p, r in zip(shared, rows, strict=True):
+                _accumulate(p, torch.tensordot(w.to(r.dtype), r, dims=1))
+            self._backward_weighted(losses, weights, method.regularizer(), inputs=other_params)
+        return StepInfo(seen.detach(), weights.detach(), present.detach(), g.detach())
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _remember(self, weights: Tensor) -> None:
+        self.cached_weights = weights.detach().to(torch.float64).cpu()
+        self.has_cache = True
+
+    def _weights(self, method: Weighting, losses: Tensor, g: Tensor | None, present: Tensor) -> Tensor:
+        all_present = bool(present.all())
+        if not all_present and g is not None and "stateless" in type(method).properties and bool(present.any()):
+            idx = present.nonzero(as_tuple=True)[0]
+            sub = method.for_tasks(int(idx.numel())).to(losses.device)
+            w_sub = sub(losses[idx], None if g is None else g[idx][:, idx])
+            weights = torch.zeros_like(losses).index_put((idx,), w_sub.to(losses.dtype))
+        else:
+            weights = method(losses, g)
+        if weights.shape != (method.num_tasks,):
+            raise ValueError(f"{type(method).__name__} returned weights of shape {tuple(weights.shape)}")
+        return torch.where(present, weights, torch.zeros_like(weights))
+
+    @staticmethod
+    def _backward_weighted(
+        losses: Tensor, weights: Tensor, reg: Tensor | None, inputs: Sequence[Tensor] | None = None
+    ) -> None:
         objective = (weights * losses).sum()
-        reg = self.weighting.regularizer()
         if reg is not None:
             objective = objective + reg
-        torch.autograd.backward(objective)
-        return StepInfo(losses=seen.detach(), weights=weights.detach(), present=present.detach(), gramian=g)
+        if inputs is None:
+            torch.autograd.backward(objective)
+            return
+        targets = [p for p in inputs if p.requires_grad]
+        if targets and objective.requires_grad:
+            torch.autograd.backward(objective, inputs=targets)
+
+    def _aggregate(
+        self,
+        method: Aggregator,
+        losses: Tensor,
+        seen: Tensor,
+        present: Tensor,
+        shared: list[Tensor],
+        other_params: Sequence[Tensor] | None,
+        features: Tensor | None,
+    ) -> StepInfo:
+        if other_params is None:
+            raise ValueError(f"engine: {type(method).__name__} aggregates the Jacobian; pass other_params (the heads)")
+        if self.mode == "features":
+            if features is None:
+                raise ValueError("engine: grad_mode='features' needs the model's shared features")
+            targets: list[Tensor] = [features]
+        else:
+            targets = shared
+        use_features = self.mode == "exact" and features is not None and features.requires_grad
+        rows = jacobian(losses, targets, features=features if use_features else None, chunk_size=self.chunk_size)
+        t = method.num_tasks
+        jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
+        all_present = bool(present.all())
+        if not all_present and "stateless" in type(method).properties and bool(present.any()):
+            idx = present.nonzero(as_tuple=True)[0]
+            update = method.for_tasks(int(idx.numel())).to(jac.device)(jac[idx], seen[idx])
+        else:
+            update = method(jac, seen)
+        if update.shape != (jac.shape[1],):
+            raise ValueError(f"{type(method).__name__} returned an update of shape {tuple(update.shape)}")
+        update = update.detach()
+        pieces = torch.split(update, [r[0].numel() for r in rows])
+        if self.mode == "features":
+            assert features is not None
+            torch.autograd.backward(features, grad_tensors=pieces[0].view_as(features).to(features.dtype), inputs=shared)
+        else:
+            for p, piece in zip(shared, pieces, strict=True):
+                _accumulate(p, piece.view_as(p).to(p.dtype))
+        ones = torch.where(present, torch.ones_like(losses), torch.zeros_like(losses)).detach()
+        self._backward_weighted(losses, ones, method.regularizer(), inputs=other_params)
+        return StepInfo(seen.detach(), ones, present.detach(), None)
+
+
+def _accumulate(p: Tensor, g: Tensor) -> None:
+    """``p.grad += g`` (or set it), as an ordinary backward would."""
+    g = g.to(p.dtype).reshape(p.shape)
+    if p.grad is None:
+        p.grad = g.clone()
+    else:
+        p.grad.add_(g)

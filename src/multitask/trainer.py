@@ -25,7 +25,8 @@ from .callbacks.base import Callback
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data.base import MultiTaskData
 from .data.batch import Batch, TensorSplit
-from .engine import GRAD_MODES, Engine, GradMode, NonFiniteLossError
+from .aggregation.base import Aggregator
+from .engine import Engine, NonFiniteLossError, parse_grad_mode
 from .registry import UnknownNameError, unknown_name_message
 from .tasks import Task
 from .weighting.base import Weighting, create_weighting
@@ -76,14 +77,15 @@ class Trainer:
     Args:
         model: the multi-task model (``forward(x) -> {task: output}``).
         tasks: the tasks, in the order the weighting sees them.
-        weighting: a :class:`Weighting` or a registered name ("equal", "dwa", ...).
+        weighting: a :class:`Weighting`, an :class:`Aggregator` or a registered name ("equal", "mgda", ...).
         epochs: number of passes over the training split.
         batch_size: mini-batch size.
         lr: learning rate.
         optimizer: "adam", "adamw" or "sgd" (momentum 0.9).
         weight_decay: L2 penalty / decoupled weight decay of the optimizer.
         seed: seeds the shuffling order (and, in :func:`multitask.experiment.run`, the model init).
-        grad_mode: "exact" or "features", where the engine takes the Gramian (gradient methods only).
+        grad_mode: "exact", "features", "every:K" or "features+every:K": how the engine gets the
+            task gradients of gradient methods (see :mod:`multitask.engine`).
         checkpoint_path: where to write checkpoints (None: keep nothing on disk).
         checkpoint_every: also checkpoint every this many steps (0: only at epoch ends).
         metrics_path: a JSON-lines file that receives one record per epoch.
@@ -96,7 +98,7 @@ class Trainer:
         self,
         model: MultiTaskModel,
         tasks: Sequence[Task],
-        weighting: Weighting | str = "equal",
+        weighting: Weighting | Aggregator | str = "equal",
         *,
         epochs: int = 10,
         batch_size: int = 128,
@@ -104,7 +106,7 @@ class Trainer:
         optimizer: str = "adam",
         weight_decay: float = 0.0,
         seed: int = 0,
-        grad_mode: GradMode = "exact",
+        grad_mode: str = "exact",
         checkpoint_path: str | Path | None = None,
         checkpoint_every: int = 0,
         metrics_path: str | Path | None = None,
@@ -129,8 +131,7 @@ class Trainer:
             raise ValueError(f"Trainer: weight_decay={weight_decay!r} must be >= 0")
         if optimizer not in OPTIMIZERS:
             raise UnknownNameError(unknown_name_message("optimizer", optimizer, list(OPTIMIZERS)))
-        if grad_mode not in GRAD_MODES:
-            raise UnknownNameError(unknown_name_message("grad_mode", str(grad_mode), list(GRAD_MODES)))
+        parse_grad_mode(grad_mode)  # validates, naming the value
         if checkpoint_every < 0:
             raise ValueError(f"Trainer: checkpoint_every={checkpoint_every!r} must be >= 0 (0: epoch ends only)")
         if device == "auto":
@@ -247,6 +248,8 @@ class Trainer:
         return torch.stack(losses), torch.tensor(present, device=losses[0].device)
 
     def _train_epoch(self, train: TensorSplit, val: TensorSplit, shared: list[nn.Parameter]) -> None:
+        shared_ids = {id(p) for p in shared}
+        other = [p for p in self.model.parameters() if id(p) not in shared_ids] + list(self.weighting.parameters())
         epoch = self.epoch
         num_batches = train.num_batches(self.batch_size)
         for cb in self.callbacks:
@@ -257,15 +260,15 @@ class Trainer:
             self.batch_size, shuffle=True, seed=self.seed, epoch=epoch, start=self.batch_in_epoch
         ):
             batch = batch.to(self.device)
-            needs_features = self.engine.grad_mode == "features" and self.weighting.requires_gramian
             outputs, features = self.model.forward_features(batch.inputs)
             losses, present = self._losses(batch, outputs)
             self.optimizer.zero_grad(set_to_none=True)
             info = self.engine.backward(
                 losses,
                 shared,
+                other_params=other,
                 present=present,
-                features=features if needs_features else None,
+                features=features if self.engine.needs_gradients() else None,
                 task_names=self.task_names,
                 step=self.global_step + 1,
             )
