@@ -127,7 +127,12 @@ def _vjp(
         go = [g[lo : lo + step] for g in grad_outputs]
         try:
             res = torch.autograd.grad(
-                list(outputs), list(inputs), grad_outputs=go, retain_graph=True, is_grads_batched=True, allow_unused=True
+                list(outputs),
+                list(inputs),
+                grad_outputs=go,
+                retain_graph=True,
+                is_grads_batched=True,
+                allow_unused=True,
             )
         except RuntimeError:
             per_row = [
@@ -393,7 +398,9 @@ class Engine:
         pieces = torch.split(update, [r[0].numel() for r in rows])
         if self.mode == "features":
             assert features is not None
-            torch.autograd.backward(features, grad_tensors=pieces[0].view_as(features).to(features.dtype), inputs=shared)
+            torch.autograd.backward(
+                features, grad_tensors=pieces[0].view_as(features).to(features.dtype), inputs=shared
+            )
         else:
             for p, piece in zip(shared, pieces, strict=True):
                 _accumulate(p, piece.view_as(p).to(p.dtype))

@@ -301,7 +301,24 @@ def check_stochastic(name: str, rows: list[list[float]], seed: int) -> None:
     assert any(not torch.equal(x, z) for x, z in zip(a, c, strict=True))
 
 
+def check_non_conflicting(name: str, rows: list[list[float]], seed: int) -> None:
+    # the update Jᵀw must not conflict with any task gradient: (G w)_t >= 0 for every t
+    for (_, g), out in zip(_steps(rows, seed), drive(make(name), _steps(rows, seed)), strict=True):
+        gw = g.double() @ out.double()
+        assert (gw >= -1e-5 * g.diagonal().double().max()).all(), gw
+
+
+def check_gramian_scale_invariant(name: str, rows: list[list[float]], seed: int) -> None:
+    scale = 2.0 ** (-12 + seed % 25)
+    steps = _steps(rows, seed)
+    scaled = [(losses, scale * g) for losses, g in steps]
+    for out, out_s in zip(drive(make(name), steps), drive(make(name), scaled), strict=True):
+        torch.testing.assert_close(out_s, out, rtol=1e-4, atol=1e-6)
+
+
 CHECKS: dict[str, Callable[[str, list[list[float]], int], None]] = {
+    "non_conflicting": check_non_conflicting,
+    "gramian_scale_invariant": check_gramian_scale_invariant,
     "nonnegative": check_nonnegative,
     "sums_to_num_tasks": check_sums_to_num_tasks,
     "on_simplex": check_on_simplex,

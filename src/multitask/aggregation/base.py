@@ -57,7 +57,9 @@ class Aggregator(nn.Module, ABC):
                 f"{type(self).__name__}: jacobian has shape {tuple(jacobian.shape)}; expected ({self.num_tasks}, P)"
             )
         if losses.shape != (self.num_tasks,):
-            raise ValueError(f"{type(self).__name__}: losses has shape {tuple(losses.shape)}; expected ({self.num_tasks},)")
+            raise ValueError(
+                f"{type(self).__name__}: losses has shape {tuple(losses.shape)}; expected ({self.num_tasks},)"
+            )
 
     def hyperparameters(self) -> dict[str, Any]:
         return {p.name: getattr(self, p.name) for p in signature_params(type(self)) if p.name != "num_tasks"}

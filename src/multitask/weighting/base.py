@@ -31,6 +31,8 @@ PROPERTIES: frozenset[str] = frozenset(
         "loss_scale_invariant",  # multiplying all losses by c > 0 leaves the weights unchanged
         "stateless",  # weights depend only on the current inputs
         "stochastic",  # weights are random (seeded, reproducible)
+        "non_conflicting",  # the update g = Jᵀw satisfies G w >= 0: it conflicts with no task gradient
+        "gramian_scale_invariant",  # multiplying G by c > 0 leaves the weights unchanged
     }
 )
 
@@ -64,6 +66,17 @@ class Weighting(nn.Module, ABC):
 
     def on_epoch_end(self) -> None:
         """Called by the trainer after every training epoch (DWA uses it)."""
+
+    def needs_gramian(self) -> bool:
+        """Whether this instance needs the Gramian (``requires_gramian``, unless a subclass knows better)."""
+        return self.requires_gramian
+
+    def for_tasks(self, num_tasks: int) -> Weighting:
+        """A fresh instance with the same hyperparameters for ``num_tasks`` tasks.
+
+        The engine uses it to apply a ``stateless`` method to the tasks present in a batch.
+        """
+        return type(self)(num_tasks, **self.hyperparameters())
 
     # --- helpers for subclasses --------------------------------------------------------------
     def _check_inputs(self, losses: Tensor, gramian: Tensor | None) -> None:
@@ -111,10 +124,25 @@ def register(cls: type[Weighting]) -> type[Weighting]:
 
 
 def create_weighting(name: str, num_tasks: int, **params: Any) -> Weighting:
-    """Build the weighting ``name`` for ``num_tasks`` tasks; unknown names or parameters get a hint."""
-    cls = WEIGHTINGS.get(name)
-    from ..registry import check_params
+    """Build the method ``name`` for ``num_tasks`` tasks; unknown names or parameters get a hint.
 
+    ``name`` may chain stages with ``+`` (``"normalize_gradients+mgda"``): every stage but the last
+    rescales the task gradients (see :class:`~multitask.weighting.chain.Chain`). The parameters
+    of a chain are given per stage: ``normalize_gradients={"mode": "l2"}``.
+    """
+    from ..registry import UnknownNameError, check_params, unknown_name_message
+
+    if "+" in name:
+        from .chain import Chain
+
+        stages = [s.strip() for s in name.split("+")]
+        for key, value in params.items():
+            if key not in stages:
+                raise UnknownNameError(unknown_name_message(f"stage of the chain {name!r}:", key, stages))
+            if not isinstance(value, dict):
+                raise ValueError(f"chain {name!r}: parameters of stage {key!r} must be a table, got {value!r}")
+        return Chain(*(create_weighting(s, num_tasks, **params.get(s, {})) for s in stages))
+    cls = WEIGHTINGS.get(name)
     check_params(f"weighting {name!r}", cls, params, skip=("num_tasks",))
     return cls(num_tasks, **params)
 
