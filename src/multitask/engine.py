@@ -39,11 +39,11 @@ from .aggregation.base import Aggregator
 from .weighting.base import Weighting
 
 __all__ = [
-    "Engine",
-    "StepInfo",
-    "GradMode",
     "GRAD_MODES",
+    "Engine",
+    "GradMode",
     "NonFiniteLossError",
+    "StepInfo",
     "gramian",
     "jacobian",
     "parse_grad_mode",

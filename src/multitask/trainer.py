@@ -20,12 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from . import __version__
+from .aggregation.base import Aggregator
 from .architectures.base import MultiTaskModel
 from .callbacks.base import Callback
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data.base import MultiTaskData
 from .data.batch import Batch, TensorSplit
-from .aggregation.base import Aggregator
 from .engine import Engine, NonFiniteLossError, parse_grad_mode
 from .registry import UnknownNameError, unknown_name_message
 from .tasks import Task

@@ -48,7 +48,7 @@ class Aggregator(nn.Module, ABC):
     def regularizer(self) -> Tensor | None:
         return None
 
-    def on_epoch_end(self) -> None:  # noqa: B027 - optional hook
+    def on_epoch_end(self) -> None:
         """Called by the trainer after every training epoch."""
 
     def _check_inputs(self, jacobian: Tensor, losses: Tensor) -> None:
