@@ -62,3 +62,16 @@ def test_files_and_overrides(tmp_path: Path) -> None:
         load_config_file(tmp_path / "nope.toml")
     with pytest.raises(ConfigError, match="unknown extension"):
         load_config_file(tmp_path.joinpath("x.ini")) if (tmp_path / "x.ini").write_text("") is not None else None
+
+
+def test_grad_mode_and_chained_weighting() -> None:
+    for ok in ("exact", "features", "every:10", "features+every:5"):
+        assert resolve_config({"train": {"grad_mode": ok}})["train"]["grad_mode"] == ok
+    with pytest.raises(ConfigError, match="train.grad_mode='evry:3' is not valid"):
+        resolve_config({"train": {"grad_mode": "evry:3"}})
+    cfg = resolve_config({"weighting": {"name": "static+dwa", "static": {"weights": [1.0, 2.0]}}})
+    assert cfg["weighting"] == {"name": "static+dwa", "static": {"weights": [1.0, 2.0]}, "dwa": {"temperature": 2.0}}
+    with pytest.raises(UnknownNameError, match="did you mean 'dwa'"):
+        resolve_config({"weighting": {"name": "static+dwa", "dw": {}}})
+    with pytest.raises(UnknownNameError, match="did you mean 'temperature'"):
+        resolve_config({"weighting": {"name": "static+dwa", "dwa": {"temprature": 1.0}}})

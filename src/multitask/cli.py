@@ -43,14 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
         "for a built-in dataset, a task name to keep",
     )
     tr.add_argument("--architecture", metavar="NAME", help="model architecture (default hard_sharing)")
-    tr.add_argument("--weighting", metavar="NAME", help="task weighting method (default equal)")
+    tr.add_argument(
+        "--weighting",
+        metavar="NAME",
+        help="task weighting method (default equal); chain stages with +, e.g. normalize_gradients+mgda",
+    )
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--lr", type=float)
     tr.add_argument("--optimizer", metavar="NAME", help="adam, adamw or sgd")
     tr.add_argument("--seed", type=int)
     tr.add_argument("--seeds", metavar="LIST", help="comma-separated seeds: one full run per seed, then mean ± std Δm")
-    tr.add_argument("--grad-mode", metavar="MODE", help="exact or features (gradient-based weightings)")
+    tr.add_argument(
+        "--grad-mode",
+        metavar="MODE",
+        help="how gradient methods get the task gradients: exact (shared parameters), features (shared "
+        "representation, cheap), every:K (exact weights recomputed every K steps) or features+every:K",
+    )
     tr.add_argument("--device", metavar="DEVICE", help="cpu, cuda or auto")
     tr.add_argument("--out-dir", metavar="DIR", help="parent directory of run directories (default runs)")
     tr.add_argument("--name", metavar="NAME", help="run directory name (default: dataset-architecture-weighting-time)")

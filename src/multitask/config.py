@@ -168,7 +168,22 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     )
 
     weighting = {**DEFAULTS["weighting"], **dict(cfg.get("weighting", {}))}
-    out["weighting"] = _resolve_open("weighting", weighting, WEIGHTINGS.get(str(weighting["name"])), ("num_tasks",))
+    name = str(weighting["name"])
+    if "+" in name:  # a chain: one sub-table of parameters per stage
+        stages = [s.strip() for s in name.split("+")]
+        resolved_w: dict[str, Any] = {"name": name}
+        for key in weighting:
+            if key != "name" and key not in stages:
+                raise UnknownNameError(unknown_name_message(f"key in [weighting] (stages of {name!r}):", key, stages))
+        for stage in stages:
+            given = weighting.get(stage, {})
+            if not isinstance(given, Mapping):
+                raise ConfigError(f"[weighting.{stage}] must be a table of parameters, got {given!r}")
+            sub = _resolve_open("weighting", {"name": stage, **given}, WEIGHTINGS.get(stage), ("num_tasks",))
+            resolved_w[stage] = {k: v for k, v in sub.items() if k != "name"}
+        out["weighting"] = resolved_w
+    else:
+        out["weighting"] = _resolve_open("weighting", weighting, WEIGHTINGS.get(name), ("num_tasks",))
 
     _check_types(out)
     return out
@@ -196,7 +211,13 @@ def _resolve_open(
 
 
 def _check_types(cfg: dict[str, dict[str, Any]]) -> None:
+    from .engine import parse_grad_mode
+
     train = cfg["train"]
+    try:
+        parse_grad_mode(train["grad_mode"])
+    except ValueError as exc:
+        raise ConfigError(f"train.{exc}") from None
     for key in ("epochs", "batch_size", "seed", "checkpoint_every"):
         v = train[key]
         if not isinstance(v, int) or isinstance(v, bool):
