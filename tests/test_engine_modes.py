@@ -48,9 +48,15 @@ def make_model(t: int = 3, seed: int = 0) -> HardSharing:
 
 
 def losses_of(model: HardSharing, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    losses, z = list_losses_of(model, x, y)
+    return torch.stack(losses), z
+
+
+def list_losses_of(model: HardSharing, x: Tensor, y: Tensor) -> tuple[list[Tensor], Tensor]:
+    """Per-task losses as a list: the engine's fast path walks each task's sub-graph alone."""
     out, z = model.forward_features(x)
     assert z is not None
-    return torch.stack([((out[n][:, 0] - y[:, i]) ** 2).mean() for i, n in enumerate(model.task_names)]), z
+    return [((out[n][:, 0] - y[:, i]) ** 2).mean() for i, n in enumerate(model.task_names)], z
 
 
 def per_task_grads(model: HardSharing, x: Tensor, y: Tensor) -> list[list[Tensor]]:
@@ -74,11 +80,12 @@ def shared_and_other(model: HardSharing) -> tuple[list[nn.Parameter], list[nn.Pa
     return shared, [p for p in model.parameters() if id(p) not in ids]
 
 
+@pytest.mark.parametrize("as_list", [True, False])
 @pytest.mark.parametrize("use_features", [True, False])
 @pytest.mark.parametrize("use_other", [True, False])
 @pytest.mark.parametrize("chunk", [None, 2])
 def test_exact_mode_equals_weighted_sum_of_task_gradients(
-    use_features: bool, use_other: bool, chunk: int | None
+    as_list: bool, use_features: bool, use_other: bool, chunk: int | None
 ) -> None:
     model = make_model()
     x, y = data()
@@ -90,7 +97,7 @@ def test_exact_mode_equals_weighted_sum_of_task_gradients(
         for j in range(3):
             g[i, j] = sum(float((a * b).sum()) for a, b in zip(ref[i][:n_shared], ref[j][:n_shared], strict=True))
     w = 1.0 / g.diagonal().sqrt()
-    losses, z = losses_of(model, x, y)
+    losses, z = list_losses_of(model, x, y) if as_list else losses_of(model, x, y)
     info = Engine(InverseNorm(3), chunk_size=chunk).backward(
         losses, shared, other_params=other if use_other else None, features=z if use_features else None
     )
@@ -123,9 +130,17 @@ def test_features_mode_uses_the_representation_gramian() -> None:
     losses, z = losses_of(model, x, y)
     dz = torch.stack([torch.autograd.grad(losses[i], z, retain_graph=True)[0].flatten() for i in range(3)])
     shared, other = shared_and_other(model)
-    info = Engine(InverseNorm(3), grad_mode="features").backward(losses, shared, other_params=other, features=z)
-    assert info.gramian is not None
-    torch.testing.assert_close(info.gramian, dz @ dz.T, rtol=1e-5, atol=1e-7)
+    ref = per_task_grads(model, x, y)
+    for as_list in (False, True):
+        model.zero_grad()
+        losses, z = list_losses_of(model, x, y) if as_list else losses_of(model, x, y)
+        info = Engine(InverseNorm(3), grad_mode="features").backward(losses, shared, other_params=other, features=z)
+        assert info.gramian is not None
+        torch.testing.assert_close(info.gramian, dz @ dz.T, rtol=1e-5, atol=1e-7)
+        w = info.weights
+        for k, p in enumerate(model.parameters()):  # the update is still Σ w_t g_t, exactly
+            assert p.grad is not None
+            torch.testing.assert_close(p.grad, sum(float(w[i]) * ref[i][k] for i in range(3)), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="needs the model's shared features"):
         Engine(InverseNorm(3), grad_mode="features").backward(losses_of(model, x, y)[0], shared)
 
@@ -161,9 +176,9 @@ def test_aggregator_writes_the_update_and_heads_get_their_own_loss() -> None:
     x, y = data()
     ref = per_task_grads(model, x, y)
     shared, other = shared_and_other(model)
-    for mode in ("exact", "features"):
+    for mode, as_list in (("exact", False), ("exact", True), ("features", False), ("features", True)):
         model.zero_grad()
-        losses, z = losses_of(model, x, y)
+        losses, z = list_losses_of(model, x, y) if as_list else losses_of(model, x, y)
         Engine(RowMean(3), grad_mode=mode).backward(losses, shared, other_params=other, features=z)
         params = list(model.parameters())
         for k, p in enumerate(params):

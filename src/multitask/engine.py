@@ -186,6 +186,37 @@ def gramian(losses: Tensor, inputs: Sequence[Tensor], *, features: Tensor | None
 Method = Weighting | Aggregator
 
 
+@dataclass
+class _TaskGrads:
+    """Per-task gradients w.r.t. the shared features and the non-shared parameters.
+
+    ``dz[t]`` is ``∂L_t/∂Z``; ``other[t][j]`` is ``∂L_t/∂other_params[j]`` (None where task ``t``
+    does not reach that parameter, e.g. another task's head).
+    """
+
+    dz: Tensor
+    other: list[list[Tensor | None]]
+
+
+def _task_grads(losses: Sequence[Tensor], features: Tensor, other: Sequence[Tensor], present: list[bool]) -> _TaskGrads:
+    """One small backward pass per present task, from its loss to ``Z`` and its own head.
+
+    Each pass walks only the sub-graph of that task (its head and loss), so the heads are walked
+    once in total, never ``T`` times each. Absent tasks get zero rows.
+    """
+    rows: list[Tensor] = []
+    other_rows: list[list[Tensor | None]] = []
+    for loss, here in zip(losses, present, strict=True):
+        if not here or not loss.requires_grad:
+            rows.append(torch.zeros_like(features))
+            other_rows.append([None] * len(other))
+            continue
+        res = torch.autograd.grad(loss, [features, *other], retain_graph=True, allow_unused=True)
+        rows.append(torch.zeros_like(features) if res[0] is None else res[0])
+        other_rows.append(list(res[1:]))
+    return _TaskGrads(torch.stack(rows), other_rows)
+
+
 class Engine:
     """Turns per-task losses into parameter gradients, through a weighting or an aggregator.
 
@@ -193,8 +224,8 @@ class Engine:
         method: a :class:`Weighting` (weights from losses and, optionally, the Gramian) or an
             :class:`Aggregator` (update vector from the Jacobian).
         grad_mode: "exact", "features", "every:K" or "features+every:K" (see the module docstring).
-        chunk_size: at most this many Jacobian rows per batched backward pass (caps memory);
-            None computes all ``T`` rows at once.
+        chunk_size: at most this many Jacobian rows per batched backward pass through the trunk
+            (caps memory); None computes all ``T`` rows at once.
     """
 
     def __init__(self, method: Method, *, grad_mode: str = "exact", chunk_size: int | None = None) -> None:
@@ -243,7 +274,7 @@ class Engine:
     # --- the step ----------------------------------------------------------------------------
     def backward(
         self,
-        losses: Tensor,
+        losses: Tensor | Sequence[Tensor],
         shared_params: Sequence[Tensor],
         *,
         other_params: Sequence[Tensor] | None = None,
@@ -255,15 +286,17 @@ class Engine:
         """Weight or aggregate the task losses' gradients; gradients accumulate in ``.grad``.
 
         Args:
-            losses: ``[T]`` per-task losses still attached to the graph.
+            losses: the ``T`` per-task losses still attached to the graph: a list of scalars
+                (fastest: each task's sub-graph can be walked on its own) or a stacked ``[T]``.
             shared_params: the shared parameters.
             other_params: every other trainable parameter (task heads, the method's own
-                parameters). With it, "exact" mode writes the shared gradient from the Jacobian
-                it already holds and backpropagates only through the heads; without it, it does
-                one more full backward (same result, slower). Aggregators require it.
+                parameters). With it and ``features``, gradient methods walk each head once and
+                the trunk once (per ``T`` rows in exact mode) and write the gradients directly;
+                without it, they do one more ordinary backward (same result, slower).
+                Aggregators require it.
             present: ``[T]`` bool; absent tasks get weight 0 (default: all present).
-            features: the shared representation ``Z`` (needed in "features" mode; speeds up
-                "exact" mode when every output depends on the shared parameters only through it).
+            features: the shared representation ``Z`` through which every task output depends on
+                the shared parameters (required in "features" mode; speeds up "exact" mode).
             task_names: names used in error messages.
             step: global step, used in error messages.
 
@@ -272,12 +305,16 @@ class Engine:
         """
         method = self.method
         t = method.num_tasks
-        if losses.dim() != 1 or losses.shape[0] != t:
-            raise ValueError(f"engine: losses has shape {tuple(losses.shape)}; expected ({t},)")
+        loss_list = list(losses) if not isinstance(losses, Tensor) else None
+        stacked = torch.stack(loss_list) if loss_list is not None else losses
+        assert isinstance(stacked, Tensor)
+        if stacked.dim() != 1 or stacked.shape[0] != t:
+            raise ValueError(f"engine: losses has shape {tuple(stacked.shape)}; expected ({t},)")
         if present is None:
-            present = torch.ones(t, dtype=torch.bool, device=losses.device)
-        detached = losses.detach()
-        bad = (~torch.isfinite(detached) & present).nonzero(as_tuple=True)[0].tolist()
+            present = torch.ones(t, dtype=torch.bool, device=stacked.device)
+        detached = stacked.detach()
+        present_cpu = present.cpu()
+        bad = (~torch.isfinite(detached.cpu()) & present_cpu).nonzero(as_tuple=True)[0].tolist()
         if bad:
             names = [task_names[i] if task_names else str(i) for i in bad]
             vals = [float(detached[i]) for i in bad]
@@ -287,50 +324,129 @@ class Engine:
                 names,
                 step,
             )
-        seen64 = torch.where(present.cpu(), detached.to(torch.float64).cpu(), self.last_losses)
+        seen64 = torch.where(present_cpu, detached.to(torch.float64).cpu(), self.last_losses)
         self.last_losses = seen64
         seen = seen64.to(dtype=detached.dtype, device=detached.device)
         shared = [p for p in shared_params if p.requires_grad]
 
-        if isinstance(method, Aggregator):
-            return self._aggregate(method, losses, seen, present, shared, other_params, features)
-
-        if not method.needs_gramian():
+        if not self.needs_gradients():
+            assert isinstance(method, Weighting)
             weights = self._weights(method, seen, None, present)
-            self._backward_weighted(losses, weights, method.regularizer())
-            return StepInfo(seen.detach(), weights.detach(), present.detach())
+            self._backward_weighted(stacked, weights, method.regularizer())
+            return StepInfo(seen, weights.detach(), present.detach())
 
-        refresh = not self.has_cache or self.steps_since_refresh + 1 >= self.every or self.every == 1
-        if not refresh:
-            self.steps_since_refresh += 1
-            weights = torch.where(present, self.cached_weights.to(losses), torch.zeros_like(losses))
-            self._backward_weighted(losses, weights, method.regularizer())
-            return StepInfo(seen.detach(), weights.detach(), present.detach())
+        if isinstance(method, Weighting):
+            refresh = not self.has_cache or self.steps_since_refresh >= self.every - 1
+            if not refresh:
+                self.steps_since_refresh += 1
+                weights = torch.where(present, self.cached_weights.to(stacked), torch.zeros_like(stacked))
+                self._backward_weighted(stacked, weights, method.regularizer())
+                return StepInfo(seen, weights.detach(), present.detach())
+            self.steps_since_refresh = 0
 
-        self.steps_since_refresh = 0
-        if self.mode == "features":
-            if features is None:
-                raise ValueError("engine: grad_mode='features' needs the model's shared features")
-            rows = jacobian(losses, [features], chunk_size=self.chunk_size)
-            g = _gramian_of(rows, t)
-            weights = self._weights(method, seen, g, present)
-            self._remember(weights)
-            self._backward_weighted(losses, weights, method.regularizer())
-            return StepInfo(seen.detach(), weights.detach(), present.detach(), g.detach())
-
-        use_features = features is not None and features.requires_grad
-        rows = jacobian(losses, shared, features=features if use_features else None, chunk_size=self.chunk_size)
+        if self.mode == "features" and features is None:
+            raise ValueError("engine: grad_mode='features' needs the model's shared features")
+        if isinstance(method, Aggregator) and other_params is None:
+            raise ValueError(f"engine: {type(method).__name__} aggregates the Jacobian; pass other_params (the heads)")
+        fast = features is not None and features.requires_grad and other_params is not None
+        if fast:
+            assert features is not None and other_params is not None
+            return self._step_via_features(
+                method,
+                loss_list if loss_list is not None else list(stacked.unbind()),
+                stacked,
+                seen,
+                present,
+                shared,
+                list(other_params),
+                features,
+            )
+        # general path: batched VJPs from the stacked losses
+        targets = [features] if self.mode == "features" and features is not None else shared
+        rows = jacobian(stacked, targets, chunk_size=self.chunk_size)
+        if isinstance(method, Aggregator):
+            assert other_params is not None
+            return self._aggregate_rows(method, rows, stacked, seen, present, shared, other_params, features)
         g = _gramian_of(rows, t)
         weights = self._weights(method, seen, g, present)
         self._remember(weights)
-        if other_params is None:
-            self._backward_weighted(losses, weights, method.regularizer())
-        else:
+        if self.mode == "exact" and other_params is not None:
             w = weights.detach()
             for p, r in zip(shared, rows, strict=True):
                 _accumulate(p, torch.tensordot(w.to(r.dtype), r, dims=1))
-            self._backward_weighted(losses, weights, method.regularizer(), inputs=other_params)
-        return StepInfo(seen.detach(), weights.detach(), present.detach(), g.detach())
+            self._backward_weighted(stacked, weights, method.regularizer(), inputs=other_params)
+        else:
+            self._backward_weighted(stacked, weights, method.regularizer())
+        return StepInfo(seen, weights.detach(), present.detach(), g.detach())
+
+    # --- paths -------------------------------------------------------------------------------
+    def _step_via_features(
+        self,
+        method: Method,
+        loss_list: list[Tensor],
+        stacked: Tensor,
+        seen: Tensor,
+        present: Tensor,
+        shared: list[Tensor],
+        other: list[Tensor],
+        features: Tensor,
+    ) -> StepInfo:
+        """Heads walked once per task (``∂L_t/∂Z`` and head gradients), the trunk once per row."""
+        t = method.num_tasks
+        tg = _task_grads(loss_list, features, other, present.tolist())
+        if self.mode == "exact":
+            rows = _vjp([features], shared, [tg.dz], self.chunk_size)
+        else:
+            rows = [tg.dz]
+        if isinstance(method, Aggregator):
+            jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
+            update = self._apply_aggregator(method, jac, seen, present)
+            if self.mode == "exact":
+                self._write_shared(shared, rows, update)
+            else:
+                torch.autograd.backward(
+                    features, grad_tensors=update.view_as(features).to(features.dtype), inputs=shared
+                )
+            ones = torch.where(present, torch.ones_like(seen), torch.zeros_like(seen))
+            self._write_other(other, tg, ones)
+            self._backward_method_params(method, stacked, ones)
+            return StepInfo(seen, ones.detach(), present.detach(), None)
+        g = _gramian_of(rows, t)
+        weights = self._weights(method, seen, g, present)
+        self._remember(weights)
+        w = weights.detach()
+        if self.mode == "exact":
+            for p, r in zip(shared, rows, strict=True):
+                _accumulate(p, torch.tensordot(w.to(r.dtype), r, dims=1))
+        else:
+            gz = torch.tensordot(w.to(tg.dz.dtype), tg.dz, dims=1)
+            torch.autograd.backward(features, grad_tensors=gz, inputs=shared)
+        self._write_other(other, tg, w)
+        self._backward_method_params(method, stacked, weights)
+        return StepInfo(seen, w, present.detach(), g.detach())
+
+    def _aggregate_rows(
+        self,
+        method: Aggregator,
+        rows: list[Tensor],
+        stacked: Tensor,
+        seen: Tensor,
+        present: Tensor,
+        shared: list[Tensor],
+        other: Sequence[Tensor],
+        features: Tensor | None,
+    ) -> StepInfo:
+        t = method.num_tasks
+        jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
+        update = self._apply_aggregator(method, jac, seen, present)
+        if self.mode == "features":
+            assert features is not None
+            torch.autograd.backward(features, grad_tensors=update.view_as(features).to(features.dtype), inputs=shared)
+        else:
+            self._write_shared(shared, rows, update)
+        ones = torch.where(present, torch.ones_like(seen), torch.zeros_like(seen)).detach()
+        self._backward_weighted(stacked, ones, method.regularizer(), inputs=other)
+        return StepInfo(seen, ones, present.detach(), None)
 
     # --- helpers -----------------------------------------------------------------------------
     def _remember(self, weights: Tensor) -> None:
@@ -342,13 +458,58 @@ class Engine:
         if not all_present and g is not None and "stateless" in type(method).properties and bool(present.any()):
             idx = present.nonzero(as_tuple=True)[0]
             sub = method.for_tasks(int(idx.numel())).to(losses.device)
-            w_sub = sub(losses[idx], None if g is None else g[idx][:, idx])
+            w_sub = sub(losses[idx], g[idx][:, idx])
             weights = torch.zeros_like(losses).index_put((idx,), w_sub.to(losses.dtype))
         else:
             weights = method(losses, g)
         if weights.shape != (method.num_tasks,):
             raise ValueError(f"{type(method).__name__} returned weights of shape {tuple(weights.shape)}")
         return torch.where(present, weights, torch.zeros_like(weights))
+
+    @staticmethod
+    def _apply_aggregator(method: Aggregator, jac: Tensor, seen: Tensor, present: Tensor) -> Tensor:
+        if not bool(present.all()) and "stateless" in type(method).properties and bool(present.any()):
+            idx = present.nonzero(as_tuple=True)[0]
+            update = method.for_tasks(int(idx.numel())).to(jac.device)(jac[idx], seen[idx])
+        else:
+            update = method(jac, seen)
+        if update.shape != (jac.shape[1],):
+            raise ValueError(f"{type(method).__name__} returned an update of shape {tuple(update.shape)}")
+        out: Tensor = update.detach()
+        return out
+
+    @staticmethod
+    def _write_shared(shared: list[Tensor], rows: list[Tensor], update: Tensor) -> None:
+        pieces = torch.split(update, [r[0].numel() for r in rows])
+        for p, piece in zip(shared, pieces, strict=True):
+            _accumulate(p, piece)
+
+    @staticmethod
+    def _write_other(other: list[Tensor], tg: _TaskGrads, weights: Tensor) -> None:
+        """Head gradients ``Σ_t w_t ∂L_t/∂θ`` from the per-task passes (no further backward)."""
+        w = weights.detach().tolist()
+        for j, p in enumerate(other):
+            total: Tensor | None = None
+            for t, grads in enumerate(tg.other):
+                g = grads[j]
+                if g is None or w[t] == 0.0:
+                    continue
+                total = g * w[t] if total is None else total.add_(g, alpha=w[t])
+            if total is not None:
+                _accumulate(p, total)
+
+    @staticmethod
+    def _backward_method_params(method: Method, stacked: Tensor, weights: Tensor) -> None:
+        """Gradients of the method's own parameters (e.g. learned loss scales), if it has any."""
+        reg = method.regularizer()
+        if not weights.requires_grad and reg is None:
+            return
+        objective = (weights * stacked.detach()).sum()
+        if reg is not None:
+            objective = objective + reg
+        params = [p for p in method.parameters() if p.requires_grad]
+        if params and objective.requires_grad:
+            torch.autograd.backward(objective, inputs=params)
 
     @staticmethod
     def _backward_weighted(
@@ -363,50 +524,6 @@ class Engine:
         targets = [p for p in inputs if p.requires_grad]
         if targets and objective.requires_grad:
             torch.autograd.backward(objective, inputs=targets)
-
-    def _aggregate(
-        self,
-        method: Aggregator,
-        losses: Tensor,
-        seen: Tensor,
-        present: Tensor,
-        shared: list[Tensor],
-        other_params: Sequence[Tensor] | None,
-        features: Tensor | None,
-    ) -> StepInfo:
-        if other_params is None:
-            raise ValueError(f"engine: {type(method).__name__} aggregates the Jacobian; pass other_params (the heads)")
-        if self.mode == "features":
-            if features is None:
-                raise ValueError("engine: grad_mode='features' needs the model's shared features")
-            targets: list[Tensor] = [features]
-        else:
-            targets = shared
-        use_features = self.mode == "exact" and features is not None and features.requires_grad
-        rows = jacobian(losses, targets, features=features if use_features else None, chunk_size=self.chunk_size)
-        t = method.num_tasks
-        jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
-        all_present = bool(present.all())
-        if not all_present and "stateless" in type(method).properties and bool(present.any()):
-            idx = present.nonzero(as_tuple=True)[0]
-            update = method.for_tasks(int(idx.numel())).to(jac.device)(jac[idx], seen[idx])
-        else:
-            update = method(jac, seen)
-        if update.shape != (jac.shape[1],):
-            raise ValueError(f"{type(method).__name__} returned an update of shape {tuple(update.shape)}")
-        update = update.detach()
-        pieces = torch.split(update, [r[0].numel() for r in rows])
-        if self.mode == "features":
-            assert features is not None
-            torch.autograd.backward(
-                features, grad_tensors=pieces[0].view_as(features).to(features.dtype), inputs=shared
-            )
-        else:
-            for p, piece in zip(shared, pieces, strict=True):
-                _accumulate(p, piece.view_as(p).to(p.dtype))
-        ones = torch.where(present, torch.ones_like(losses), torch.zeros_like(losses)).detach()
-        self._backward_weighted(losses, ones, method.regularizer(), inputs=other_params)
-        return StepInfo(seen.detach(), ones, present.detach(), None)
 
 
 def _accumulate(p: Tensor, g: Tensor) -> None:

@@ -239,13 +239,14 @@ class Trainer:
             "steps": torch.zeros((), dtype=torch.float64),
         }
 
-    def _losses(self, batch: Batch, outputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def _losses(self, batch: Batch, outputs: dict[str, Tensor]) -> tuple[list[Tensor], Tensor]:
+        """Per-task losses as a list (the engine walks each task's sub-graph on its own) and presence."""
         losses, present = [], []
         for t in self.tasks:
             mask = batch.masks[t.name]
             losses.append(t.compute_loss(outputs[t.name], batch.targets[t.name], mask))
             present.append(bool(mask.any()))
-        return torch.stack(losses), torch.tensor(present, device=losses[0].device)
+        return losses, torch.tensor(present, device=losses[0].device)
 
     def _train_epoch(self, train: TensorSplit, val: TensorSplit, shared: list[nn.Parameter]) -> None:
         shared_ids = {id(p) for p in shared}
