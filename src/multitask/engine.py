@@ -394,10 +394,7 @@ class Engine:
         """Heads walked once per task (``∂L_t/∂Z`` and head gradients), the trunk once per row."""
         t = method.num_tasks
         tg = _task_grads(loss_list, features, other, present.tolist())
-        if self.mode == "exact":
-            rows = _vjp([features], shared, [tg.dz], self.chunk_size)
-        else:
-            rows = [tg.dz]
+        rows = _vjp([features], shared, [tg.dz], self.chunk_size) if self.mode == "exact" else [tg.dz]
         if isinstance(method, Aggregator):
             jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
             update = self._apply_aggregator(method, jac, seen, present)

@@ -1,5 +1,9 @@
 """Aggregators: methods that combine the task Jacobian non-linearly (GradDrop, ConFIG, ...)."""
 
 from .base import Aggregator, register_aggregator
+from .config_method import ConFIG
+from .db_mtl import DBMTL
+from .graddrop import GradDrop
+from .moco import MoCo
 
-__all__ = ["Aggregator", "register_aggregator"]
+__all__ = ["DBMTL", "Aggregator", "ConFIG", "GradDrop", "MoCo", "register_aggregator"]

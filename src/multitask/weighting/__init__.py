@@ -6,7 +6,9 @@ from .equal import EqualWeighting
 from .famo import FAMO
 from .gls import GeometricLossStrategy
 from .gradnorm import GradNorm
+from .modo import MoDo
 from .rlw import RandomLossWeighting
+from .sdmgrad import SDMGrad
 from .static import StaticWeighting
 from .uncertainty import UncertaintyWeighting
 
@@ -18,7 +20,9 @@ __all__ = [
     "EqualWeighting",
     "GeometricLossStrategy",
     "GradNorm",
+    "MoDo",
     "RandomLossWeighting",
+    "SDMGrad",
     "StaticWeighting",
     "UncertaintyWeighting",
     "Weighting",
