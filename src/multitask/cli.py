@@ -184,7 +184,7 @@ def _list(args: argparse.Namespace) -> int:
                         "name": n,
                         "description": d,
                         "parameters": [{"name": p.name, "type": p.annotation, "default": p.default} for p in ps],
-                        **({"requires_gramian": registry.get(n).requires_gramian} if args.what == "weightings" else {}),
+                        **({"needs": _needs(registry.get(n))} if args.what == "weightings" else {}),
                     }
                     for n, d, ps in entries
                 ],
@@ -194,10 +194,18 @@ def _list(args: argparse.Namespace) -> int:
         )
         return 0
     for n, d, ps in entries:
-        print(f"{n}: {d}")
+        needs = f" [needs: {_needs(registry.get(n))}]" if args.what == "weightings" else ""
+        print(f"{n}: {d}{needs}")
         for p in ps:
             print(f"    {p.render()}")
     return 0
+
+
+def _needs(cls: Any) -> str:
+    """What a method reads: the losses only, the Gramian of task gradients, or the Jacobian."""
+    if getattr(cls, "requires_jacobian", False):
+        return "jacobian"
+    return "gramian" if getattr(cls, "requires_gramian", False) else "losses"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,6 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
