@@ -226,3 +226,10 @@ def test_parse_grad_mode(spec: str, parsed: tuple[str, int]) -> None:
 def test_parse_grad_mode_rejects(bad: str) -> None:
     with pytest.raises(ValueError, match="grad_mode="):
         parse_grad_mode(bad)
+
+
+def test_features_mode_refuses_aggregators_with_jacobian_state() -> None:
+    from multitask.weighting import create_weighting
+
+    with pytest.raises(ValueError, match="use grad_mode='exact'"):
+        Engine(create_weighting("moco", 3), grad_mode="features")  # type: ignore[arg-type]

@@ -16,11 +16,17 @@ from multitask.weighting import WEIGHTINGS, Weighting
 PAPER = re.compile(r"(19|20)\d\d.*(https?://|doi)", re.S)
 
 
-def test_every_weighting_class_is_registered() -> None:
+def test_every_method_class_is_registered() -> None:
+    import multitask.aggregation as a
     import multitask.weighting as w
+    from multitask.aggregation import Aggregator
+    from multitask.weighting.chain import Chain
 
     public = {
-        obj for _, obj in inspect.getmembers(w, inspect.isclass) if issubclass(obj, Weighting) and obj is not Weighting
+        obj
+        for module in (w, a)
+        for _, obj in inspect.getmembers(module, inspect.isclass)
+        if issubclass(obj, Weighting | Aggregator) and obj not in (Weighting, Aggregator, Chain)
     }
     assert public == {WEIGHTINGS.get(n) for n in WEIGHTINGS.names()}
 

@@ -235,6 +235,12 @@ class Engine:
                 f"grad_mode={grad_mode!r}: amortised modes reuse task weights, but {type(method).__name__} "
                 "aggregates the Jacobian itself and has no weights to reuse; use 'exact' or 'features'"
             )
+        if isinstance(method, Aggregator) and method.jacobian_state and self.mode == "features":
+            raise ValueError(
+                f"grad_mode={grad_mode!r}: {type(method).__name__} keeps running estimates of the task "
+                "gradients, whose width must not change between steps; in features mode it changes with the "
+                "batch size: use grad_mode='exact'"
+            )
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size={chunk_size!r} must be >= 1 (or None for all rows at once)")
         self.method = method

@@ -34,6 +34,10 @@ class Aggregator(nn.Module, ABC):
     requires_gramian: ClassVar[bool] = False  # aggregators receive the Jacobian itself
     requires_jacobian: ClassVar[bool] = True
     properties: ClassVar[frozenset[str]] = frozenset()
+    #: the method keeps state as wide as the Jacobian (e.g. running gradient estimates ``[T, P]``),
+    #: so ``P`` must not change between steps: exact mode only (in features mode ``P`` is the batch
+    #: size times the feature width, and the last batch of an epoch is smaller).
+    jacobian_state: ClassVar[bool] = False
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
