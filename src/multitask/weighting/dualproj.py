@@ -1,0 +1,85 @@
+"""DualProj: the averaged gradient, projected onto the dual cone of the task gradients."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor
+
+from ._qp import project_dual_cone
+from .base import Weighting, as_weights, check_float, register
+from .upgrad import check_pref_vector, data_eps, pref_weights, prepare_gramian
+
+__all__ = ["DualProj"]
+
+
+@register
+class DualProj(Weighting):
+    """DualProj: project the mean gradient onto the dual cone of the task gradients.
+
+    The update is ``π(Σ_t p_t g_t)`` (``p_t = 1/T`` by default), ``π`` being the Euclidean
+    projection onto the dual cone ``{x : ⟨g_t, x⟩ >= 0 ∀t}``: the closest vector to the averaged
+    gradient that conflicts with no task (the projection of GEM, Lopez-Paz & Ranzato 2017,
+    applied to all tasks). By Proposition 1 of the paper it has weights
+    ``w = argmin_{v >= p} vᵀ G v``, solved exactly (to rounding) by an active-set method on the
+    Gramian in float64, in the basis of unit-norm gradients (see :class:`UPGrad`). ``G w >= 0``
+    and ``w >= p``.
+
+    ``norm_eps`` and ``reg_eps`` reproduce torchjd's numerical safeguards (trace normalisation
+    with an absolute threshold, then ``reg_eps · I``; torchjd's defaults are 1e-4 for both); here
+    both default to 0, the exact method. With ``norm_eps=1e-4, reg_eps=1e-4`` the weights equal
+    torchjd's ``DualProjWeighting`` to solver precision.
+
+    Reference:
+        Pierre Quinton, Valérian Rey, "Jacobian Descent for Multi-Objective Optimization", 2024.
+        https://arxiv.org/abs/2406.16232
+
+    Args:
+        num_tasks: the number of tasks ``T``.
+        pref_vector: ``T`` non-negative numbers weighting the gradients before the projection
+            (None: ``1/T`` each, the mean). torchjd's ``pref_vector``.
+        norm_eps: the Gramian is treated as 0 when its trace is below this (0: never).
+        reg_eps: added to the diagonal of the trace-normalised Gramian (0: exact).
+    """
+
+    name: ClassVar[str] = "dualproj"
+    requires_gramian: ClassVar[bool] = True
+    properties: ClassVar[frozenset[str]] = frozenset(
+        {
+            "nonnegative",
+            "non_conflicting",
+            "gramian_scale_invariant",
+            "loss_scale_invariant",
+            "permutation_equivariant",
+            "stateless",
+        }
+    )
+
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        pref_vector: tuple[float, ...] | None = None,
+        norm_eps: float = 0.0,
+        reg_eps: float = 0.0,
+    ) -> None:
+        super().__init__(num_tasks)
+        self.pref_vector = check_pref_vector("DualProj", pref_vector, num_tasks)
+        self.norm_eps = check_float("DualProj", "norm_eps", norm_eps, "1e-4", allow_zero=True)
+        self.reg_eps = check_float("DualProj", "reg_eps", reg_eps, "1e-4", allow_zero=True)
+
+    def for_tasks(self, num_tasks: int) -> Weighting:
+        if self.pref_vector is not None and num_tasks != self.num_tasks:
+            raise ValueError(
+                f"DualProj(pref_vector={self.pref_vector}) cannot be restricted to {num_tasks} of its "
+                f"{self.num_tasks} tasks (which ones is unknown); use pref_vector=None"
+            )
+        return super().for_tasks(num_tasks)
+
+    def forward(self, losses: Tensor, gramian: Tensor | None = None) -> Tensor:
+        """DualProj weights ``[T]`` from the Gramian; the losses are not used."""
+        self._check_inputs(losses, gramian)
+        assert gramian is not None
+        g = prepare_gramian(gramian, self.norm_eps, self.reg_eps)
+        p = pref_weights(self.pref_vector, self.num_tasks, g)
+        return as_weights(project_dual_cone(g, p, eps=data_eps(gramian)), losses)
