@@ -294,7 +294,9 @@ def our_modes(name: str, num_tasks: int, modes: Sequence[str], extra: Mapping[st
     """The grad modes that differ for this method: one for loss-based ones, no ``every`` for aggregators."""
     method = our_method(name, num_tasks, extra, [])
     if isinstance(method, Aggregator):
-        return [m for m in modes if "every" not in m]
+        # amortised modes reuse weights, which aggregators do not have; aggregators with state as
+        # wide as the Jacobian need a fixed width, which only the exact mode has
+        return [m for m in modes if "every" not in m and not (method.jacobian_state and m.startswith("features"))]
     if not method.needs_gramian():
         return [modes[0]] if modes else []
     return list(modes)
