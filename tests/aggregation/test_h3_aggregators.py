@@ -11,7 +11,7 @@ from torch import Tensor
 from multitask.aggregation import DBMTL, ConFIG, GradDrop, MoCo
 from multitask.aggregation.graddrop import graddrop_combine
 from multitask.weighting import create_weighting
-from multitask.weighting.rlw import _stream_seed
+from multitask.weighting.base import stream_seed
 
 D = torch.float64
 
@@ -52,7 +52,7 @@ CASES = sorted(jacobians())
 
 def _draws(seed: int, call: int, p: int, dtype: torch.dtype = D) -> Tensor:
     """The uniform draws GradDrop(seed=seed) makes at call number ``call`` (CPU)."""
-    gen = torch.Generator().manual_seed(_stream_seed(seed, call))
+    gen = torch.Generator().manual_seed(stream_seed(seed, call))
     return torch.rand(p, generator=gen, dtype=dtype)
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from multitask.weighting import MoDo, SDMGrad, create_weighting
-from multitask.weighting.modo import project_onto_simplex, simplex_projection
+from multitask.weighting._qp import project_onto_simplex, simplex_projection
 
 D = torch.float64
 

@@ -20,7 +20,7 @@ from multitask.weighting import (
     UncertaintyWeighting,
     create_weighting,
 )
-from multitask.weighting.rlw import _stream_seed
+from multitask.weighting.base import stream_seed
 
 
 def t(*values: float) -> Tensor:
@@ -142,10 +142,10 @@ def test_gls_floors_nonpositive_losses() -> None:
 
 def test_rlw_draw_recipe_is_pinned() -> None:
     # Draw k of stream `seed` is T * softmax(randn(T)) from a CPU generator seeded with
-    # _stream_seed(seed, k): pinning this keeps old runs reproducible.
+    # stream_seed(seed, k): pinning this keeps old runs reproducible.
     rlw = RandomLossWeighting(3, seed=7)
     for k in range(3):
-        gen = torch.Generator().manual_seed(_stream_seed(7, k))
+        gen = torch.Generator().manual_seed(stream_seed(7, k))
         expected = 3 * torch.softmax(torch.randn(3, generator=gen, dtype=torch.float64), dim=0)
         close(rlw(t(1.0, 1.0, 1.0)), expected)
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from ..weighting.rlw import _stream_seed
+from ..weighting.base import stream_seed
 from .base import Aggregator, register_aggregator
 
 __all__ = ["GradDrop", "graddrop_combine"]
@@ -101,7 +101,7 @@ class GradDrop(Aggregator):
         self._check_inputs(jacobian, losses)
         jac = jacobian.detach()
         gen = torch.Generator(device=jac.device)
-        gen.manual_seed(_stream_seed(self.seed, int(self.step)))
+        gen.manual_seed(stream_seed(self.seed, int(self.step)))
         draw_dtype = jac.dtype if jac.dtype in (torch.float32, torch.float64) else torch.float32
         uniform = torch.rand(jac.shape[1], generator=gen, dtype=draw_dtype, device=jac.device)
         self.step.add_(1)

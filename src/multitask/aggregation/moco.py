@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..weighting._qp import project_onto_simplex
 from ..weighting.base import check_float
-from ..weighting.modo import project_onto_simplex
 from ._tracking import gramian64, resize_lazy_buffers
 from .base import Aggregator, register_aggregator
 

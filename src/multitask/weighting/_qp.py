@@ -499,3 +499,39 @@ def _two_task_projection(c: Tensor, lower: Tensor) -> Tensor:
     obj = ((cands @ c) * cands).sum(dim=2)
     best = torch.where(feasible, obj, torch.inf).argmin(dim=1)
     return cands[torch.arange(lower.shape[0], device=lower.device), best]
+
+
+def project_onto_simplex(v: Tensor) -> Tensor:
+    """The Euclidean projection of ``v`` ``[T]`` onto the probability simplex ``{x >= 0, Σ x = 1}``.
+
+    Computed in float64 by :func:`simplex_projection` (``T`` is small); returned in the dtype and
+    on the device of ``v``.
+    """
+    values = simplex_projection(v.detach().to(torch.float64).tolist())
+    return torch.tensor(values, dtype=v.dtype, device=v.device)
+
+
+def simplex_projection(v: list[float]) -> list[float]:
+    """The Euclidean projection of ``v`` onto the probability simplex, on Python floats.
+
+    The sort-based algorithm of Held, Wolfe & Crowder (1974) (see also Duchi et al., ICML 2008):
+    with ``u`` sorted in decreasing order, ``θ = (Σ_{i<=k} u_i - 1) / k`` for the largest ``k``
+    with ``u_k > θ`` (the condition holds exactly for a prefix), and ``x = max(v - θ, 0)``. The
+    projection commutes with adding a constant to every entry, so ``v`` is first shifted to have
+    its maximum at 0: entries as large as ``1e30`` (a huge step on the task weights) still give an
+    exact point of the simplex. Plain Python, because for the ``T <= 32`` entries of a weight
+    vector it is several times faster than a dozen tensor operations.
+    """
+    top = max(v)
+    shifted = [x - top for x in v]
+    total = 0.0
+    theta = -1.0
+    for k, u in enumerate(sorted(shifted, reverse=True), 1):
+        total += u
+        candidate = (total - 1.0) / k
+        if u <= candidate:
+            break
+        theta = candidate
+    out = [max(x - theta, 0.0) for x in shifted]
+    norm = sum(out)  # 1 up to rounding, and > 0: the largest entry maps to -theta > 0
+    return [x / norm for x in out]

@@ -166,3 +166,14 @@ def as_weights(values: Tensor, like: Tensor) -> Tensor:
 
 def ones_like_tasks(losses: Tensor) -> Tensor:
     return torch.ones_like(losses)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def stream_seed(seed: int, step: int) -> int:
+    """A well-mixed 63-bit generator seed for draw number ``step`` of stream ``seed`` (SplitMix64)."""
+    x = (seed * 0x9E3779B97F4A7C15 + step + 1) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (x ^ (x >> 31)) >> 1

@@ -7,8 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .base import Weighting, register
-from .rlw import _stream_seed
+from .base import Weighting, register, stream_seed
 
 __all__ = ["GradVac"]
 
@@ -75,7 +74,7 @@ class GradVac(Weighting):
         """``[T, T-1]``: row ``i`` is the order in which task ``i`` visits the other tasks this call."""
         t = self.num_tasks
         gen = torch.Generator(device="cpu")
-        gen.manual_seed(_stream_seed(self.seed, int(self.step)))
+        gen.manual_seed(stream_seed(self.seed, int(self.step)))
         keys = torch.rand(t, t, generator=gen, dtype=torch.float64)
         keys.diagonal().fill_(2.0)  # every task visits itself last, i.e. never
         return keys.argsort(dim=1)[:, : t - 1]

@@ -7,8 +7,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .base import Weighting, as_weights, register
-from .rlw import _stream_seed
+from .base import Weighting, as_weights, register, stream_seed
 
 __all__ = ["PCGrad", "pcgrad_weights"]
 
@@ -90,7 +89,7 @@ class PCGrad(Weighting):
     def orders(self) -> Tensor:
         """The ``[T, T]`` task orders of the current step (row ``i``: the order for task ``i``)."""
         gen = torch.Generator(device="cpu")
-        gen.manual_seed(_stream_seed(self.seed, int(self.step)))
+        gen.manual_seed(stream_seed(self.seed, int(self.step)))
         return torch.rand(self.num_tasks, self.num_tasks, generator=gen, dtype=torch.float64).argsort(dim=1)
 
     def forward(self, losses: Tensor, gramian: Tensor | None = None) -> Tensor:

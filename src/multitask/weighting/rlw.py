@@ -7,22 +7,12 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from .base import Weighting, register
+from .base import Weighting, register, stream_seed
 
 __all__ = ["RLW_DISTRIBUTIONS", "RandomLossWeighting"]
 
 #: The distributions :class:`RandomLossWeighting` can draw from.
 RLW_DISTRIBUTIONS: tuple[str, ...] = ("normal", "uniform", "dirichlet")
-
-_MASK64 = (1 << 64) - 1
-
-
-def _stream_seed(seed: int, step: int) -> int:
-    """A well-mixed 63-bit generator seed for draw number ``step`` of stream ``seed`` (SplitMix64)."""
-    x = (seed * 0x9E3779B97F4A7C15 + step + 1) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return (x ^ (x >> 31)) >> 1
 
 
 @register
@@ -75,7 +65,7 @@ class RandomLossWeighting(Weighting):
         """Random weights ``[T]`` (positive, summing to ``T``); advances the draw counter."""
         self._check_inputs(losses, gramian)
         gen = torch.Generator(device="cpu")
-        gen.manual_seed(_stream_seed(self.seed, int(self.step)))
+        gen.manual_seed(stream_seed(self.seed, int(self.step)))
         t = self.num_tasks
         if self.distribution == "normal":
             probs = torch.softmax(torch.randn(t, generator=gen, dtype=torch.float64), dim=0)

@@ -8,8 +8,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from ._qp import simplex_projection
 from .base import Weighting, check_float, register
-from .modo import simplex_projection
 
 __all__ = ["SDMGrad"]
 
