@@ -282,9 +282,15 @@ def ours_config(
 
     def step(x: Tensor, y: Tensor) -> None:
         opt.zero_grad(set_to_none=True)
-        outputs, z = model.forward_features(x)
+        outputs, z, views = model.forward_task_features(x)
         losses = task_losses(outputs, y)
-        engine.backward(losses if as_list else torch.stack(losses), shared, other_params=heads, features=z)
+        engine.backward(
+            losses if as_list else torch.stack(losses),
+            shared,
+            other_params=heads,
+            features=z,
+            task_features=[views[n] for n in model.task_names] if views is not None and as_list else None,
+        )
         opt.step()
 
     return Config(name, "ours", mode, model, step)

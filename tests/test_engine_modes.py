@@ -233,3 +233,30 @@ def test_features_mode_refuses_aggregators_with_jacobian_state() -> None:
 
     with pytest.raises(ValueError, match="use grad_mode='exact'"):
         Engine(create_weighting("moco", 3), grad_mode="features")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["exact", "features"])
+@pytest.mark.parametrize("method_name", ["inverse_norm", "row_mean"])
+def test_per_task_feature_views_give_the_same_gradients(mode: str, method_name: str) -> None:
+    """HardSharing's per-task aliases of Z: one backward through the heads, same result."""
+    model = make_model()
+    x, y = data()
+    shared, other = shared_and_other(model)
+    grads = []
+    for use_views in (False, True):
+        model.zero_grad()
+        out, z, views = model.forward_task_features(x)
+        assert z is not None and views is not None
+        losses = [((out[n][:, 0] - y[:, i]) ** 2).mean() for i, n in enumerate(model.task_names)]
+        method = InverseNorm(3) if method_name == "inverse_norm" else RowMean(3)
+        Engine(method, grad_mode=mode).backward(
+            losses,
+            shared,
+            other_params=other,
+            features=z,
+            task_features=[views[n] for n in model.task_names] if use_views else None,
+            present=torch.tensor([True, False, True]),
+        )
+        grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -217,6 +217,19 @@ def _task_grads(losses: Sequence[Tensor], features: Tensor, other: Sequence[Tens
     return _TaskGrads(torch.stack(rows), other_rows)
 
 
+def _task_grads_batched(losses: Sequence[Tensor], task_features: Sequence[Tensor], present: list[bool]) -> Tensor:
+    """``∂L_t/∂Z_t`` for every task from one backward pass: each head read its own alias ``Z_t``."""
+    idx = [i for i, (loss, here) in enumerate(zip(losses, present, strict=True)) if here and loss.requires_grad]
+    rows = [torch.zeros_like(z) for z in task_features]
+    if idx:
+        total = torch.stack([losses[i] for i in idx]).sum()
+        grads = torch.autograd.grad(total, [task_features[i] for i in idx], retain_graph=True, allow_unused=True)
+        for i, g in zip(idx, grads, strict=True):
+            if g is not None:
+                rows[i] = g
+    return torch.stack(rows)
+
+
 class Engine:
     """Turns per-task losses into parameter gradients, through a weighting or an aggregator.
 
@@ -286,6 +299,7 @@ class Engine:
         other_params: Sequence[Tensor] | None = None,
         present: Tensor | None = None,
         features: Tensor | None = None,
+        task_features: Sequence[Tensor] | None = None,
         task_names: Sequence[str] | None = None,
         step: int = 0,
     ) -> StepInfo:
@@ -303,6 +317,9 @@ class Engine:
             present: ``[T]`` bool; absent tasks get weight 0 (default: all present).
             features: the shared representation ``Z`` through which every task output depends on
                 the shared parameters (required in "features" mode; speeds up "exact" mode).
+            task_features: per-task aliases of ``features`` (``Z.view_as(Z)``), the one each head
+                read (see ``MultiTaskModel.forward_task_features``): all ``∂L_t/∂Z`` then come
+                from one backward pass through the heads instead of one per task.
             task_names: names used in error messages.
             step: global step, used in error messages.
 
@@ -366,6 +383,7 @@ class Engine:
                 shared,
                 list(other_params),
                 features,
+                list(task_features) if task_features is not None else None,
             )
         # general path: batched VJPs from the stacked losses
         targets = [features] if self.mode == "features" and features is not None else shared
@@ -396,10 +414,21 @@ class Engine:
         shared: list[Tensor],
         other: list[Tensor],
         features: Tensor,
+        task_features: list[Tensor] | None = None,
     ) -> StepInfo:
-        """Heads walked once per task (``∂L_t/∂Z`` and head gradients), the trunk once per row."""
+        """Heads walked once per task (``∂L_t/∂Z`` and head gradients), the trunk once per row.
+
+        With ``task_features`` every ``∂L_t/∂Z`` comes from one backward pass through all heads, and
+        the heads' own gradients from one more (weighted) pass through the heads only.
+        """
         t = method.num_tasks
-        tg = _task_grads(loss_list, features, other, present.tolist())
+        if task_features is not None and len(task_features) == t:
+            dz = _task_grads_batched(loss_list, task_features, present.tolist())
+            tg = _TaskGrads(dz, [[None] * len(other) for _ in range(t)])
+            heads_later = True
+        else:
+            tg = _task_grads(loss_list, features, other, present.tolist())
+            heads_later = False
         rows = _vjp([features], shared, [tg.dz], self.chunk_size) if self.mode == "exact" else [tg.dz]
         if isinstance(method, Aggregator):
             jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
@@ -411,8 +440,11 @@ class Engine:
                     features, grad_tensors=update.view_as(features).to(features.dtype), inputs=shared
                 )
             ones = torch.where(present, torch.ones_like(seen), torch.zeros_like(seen))
-            self._write_other(other, tg, ones)
-            self._backward_method_params(method, stacked, ones)
+            if heads_later:
+                self._backward_weighted(stacked, ones, method.regularizer(), inputs=other)
+            else:
+                self._write_other(other, tg, ones)
+                self._backward_method_params(method, stacked, ones)
             return StepInfo(seen, ones.detach(), present.detach(), None)
         g = _gramian_of(rows, t)
         weights = self._weights(method, seen, g, present)
@@ -424,8 +456,11 @@ class Engine:
         else:
             gz = torch.tensordot(w.to(tg.dz.dtype), tg.dz, dims=1)
             torch.autograd.backward(features, grad_tensors=gz, inputs=shared)
-        self._write_other(other, tg, w)
-        self._backward_method_params(method, stacked, weights)
+        if heads_later:
+            self._backward_weighted(stacked, weights, method.regularizer(), inputs=other)
+        else:
+            self._write_other(other, tg, w)
+            self._backward_method_params(method, stacked, weights)
         return StepInfo(seen, w, present.detach(), g.detach())
 
     def _aggregate_rows(

@@ -261,7 +261,7 @@ class Trainer:
             self.batch_size, shuffle=True, seed=self.seed, epoch=epoch, start=self.batch_in_epoch
         ):
             batch = batch.to(self.device)
-            outputs, features = self.model.forward_features(batch.inputs)
+            outputs, features, views = self.model.forward_task_features(batch.inputs)
             losses, present = self._losses(batch, outputs)
             self.optimizer.zero_grad(set_to_none=True)
             info = self.engine.backward(
@@ -270,6 +270,7 @@ class Trainer:
                 other_params=other,
                 present=present,
                 features=features if self.engine.needs_gradients() else None,
+                task_features=[views[n] for n in self.task_names] if views is not None else None,
                 task_names=self.task_names,
                 step=self.global_step + 1,
             )

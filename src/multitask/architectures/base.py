@@ -31,6 +31,15 @@ class MultiTaskModel(nn.Module, ABC):
     def forward_features(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor | None]:
         """The outputs and the shared features they were computed from (None if there are none)."""
 
+    def forward_task_features(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor] | None]:
+        """Outputs, shared features ``Z``, and the per-task aliases of ``Z`` that each head read.
+
+        The aliases (``Z.view_as(Z)``, one per task: no copy) let the engine get every task's
+        ``∂L_t/∂Z`` from ONE backward pass through the heads. The default has none (None).
+        """
+        outputs, z = self.forward_features(x)
+        return outputs, z, None
+
     @abstractmethod
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters used by more than one task (the Gramian is taken over these)."""
@@ -61,6 +70,11 @@ class HardSharing(MultiTaskModel):
     def forward_features(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor | None]:
         z = self.trunk(x)
         return {name: head(z) for name, head in self.heads.items()}, z
+
+    def forward_task_features(self, x: Tensor) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor] | None]:
+        z = self.trunk(x)
+        views = {name: z.view_as(z) for name in self.heads}
+        return {name: head(views[name]) for name, head in self.heads.items()}, z, views
 
     def shared_parameters(self) -> Iterator[nn.Parameter]:
         return self.trunk.parameters()
