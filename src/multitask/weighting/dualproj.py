@@ -7,14 +7,14 @@ from typing import ClassVar
 from torch import Tensor
 
 from ._qp import project_dual_cone
-from .base import Weighting, as_weights, check_float, register
-from .upgrad import check_pref_vector, data_eps, pref_weights, prepare_gramian
+from .base import as_weights, register
+from .upgrad import DualConeWeighting, data_eps, pref_weights, prepare_gramian
 
 __all__ = ["DualProj"]
 
 
 @register
-class DualProj(Weighting):
+class DualProj(DualConeWeighting):
     """DualProj: project the mean gradient onto the dual cone of the task gradients.
 
     The update is ``π(Σ_t p_t g_t)`` (``p_t = 1/T`` by default), ``π`` being the Euclidean
@@ -54,27 +54,6 @@ class DualProj(Weighting):
             "stateless",
         }
     )
-
-    def __init__(
-        self,
-        num_tasks: int,
-        *,
-        pref_vector: tuple[float, ...] | None = None,
-        norm_eps: float = 0.0,
-        reg_eps: float = 0.0,
-    ) -> None:
-        super().__init__(num_tasks)
-        self.pref_vector = check_pref_vector("DualProj", pref_vector, num_tasks)
-        self.norm_eps = check_float("DualProj", "norm_eps", norm_eps, "1e-4", allow_zero=True)
-        self.reg_eps = check_float("DualProj", "reg_eps", reg_eps, "1e-4", allow_zero=True)
-
-    def for_tasks(self, num_tasks: int) -> Weighting:
-        if self.pref_vector is not None and num_tasks != self.num_tasks:
-            raise ValueError(
-                f"DualProj(pref_vector={self.pref_vector}) cannot be restricted to {num_tasks} of its "
-                f"{self.num_tasks} tasks (which ones is unknown); use pref_vector=None"
-            )
-        return super().for_tasks(num_tasks)
 
     def forward(self, losses: Tensor, gramian: Tensor | None = None) -> Tensor:
         """DualProj weights ``[T]`` from the Gramian; the losses are not used."""

@@ -58,8 +58,37 @@ def pref_weights(pref_vector: tuple[float, ...] | None, num_tasks: int, like: Te
     return torch.tensor(pref_vector, dtype=torch.float64, device=like.device)
 
 
+class DualConeWeighting(Weighting):
+    """Shared hyperparameters of the dual-cone projection methods (UPGrad, DualProj).
+
+    Quinton & Rey, "Jacobian Descent for Multi-Objective Optimization", 2024,
+    https://arxiv.org/abs/2406.16232
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        pref_vector: tuple[float, ...] | None = None,
+        norm_eps: float = 0.0,
+        reg_eps: float = 0.0,
+    ) -> None:
+        super().__init__(num_tasks)
+        self.pref_vector = check_pref_vector(type(self).__name__, pref_vector, num_tasks)
+        self.norm_eps = check_float(type(self).__name__, "norm_eps", norm_eps, "1e-4", allow_zero=True)
+        self.reg_eps = check_float(type(self).__name__, "reg_eps", reg_eps, "1e-4", allow_zero=True)
+
+    def for_tasks(self, num_tasks: int) -> Weighting:
+        if self.pref_vector is not None and num_tasks != self.num_tasks:
+            raise ValueError(
+                f"{type(self).__name__}(pref_vector={self.pref_vector}) cannot be restricted to {num_tasks} of its "
+                f"{self.num_tasks} tasks (which ones is unknown); use pref_vector=None"
+            )
+        return super().for_tasks(num_tasks)
+
+
 @register
-class UPGrad(Weighting):
+class UPGrad(DualConeWeighting):
     """UPGrad: project every task gradient onto the dual cone of all of them, then average.
 
     With ``π`` the Euclidean projection onto the dual cone ``{x : ⟨g_t, x⟩ >= 0 ∀t}`` of the task
@@ -108,27 +137,6 @@ class UPGrad(Weighting):
             "stateless",
         }
     )
-
-    def __init__(
-        self,
-        num_tasks: int,
-        *,
-        pref_vector: tuple[float, ...] | None = None,
-        norm_eps: float = 0.0,
-        reg_eps: float = 0.0,
-    ) -> None:
-        super().__init__(num_tasks)
-        self.pref_vector = check_pref_vector("UPGrad", pref_vector, num_tasks)
-        self.norm_eps = check_float("UPGrad", "norm_eps", norm_eps, "1e-4", allow_zero=True)
-        self.reg_eps = check_float("UPGrad", "reg_eps", reg_eps, "1e-4", allow_zero=True)
-
-    def for_tasks(self, num_tasks: int) -> Weighting:
-        if self.pref_vector is not None and num_tasks != self.num_tasks:
-            raise ValueError(
-                f"UPGrad(pref_vector={self.pref_vector}) cannot be restricted to {num_tasks} of its "
-                f"{self.num_tasks} tasks (which ones is unknown); use pref_vector=None"
-            )
-        return super().for_tasks(num_tasks)
 
     def forward(self, losses: Tensor, gramian: Tensor | None = None) -> Tensor:
         """UPGrad weights ``[T]`` from the Gramian; the losses are not used."""
