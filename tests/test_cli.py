@@ -247,3 +247,29 @@ def test_end_to_end_real_command(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Δm =" in proc.stdout and "left" in proc.stdout and "right" in proc.stdout
     assert "[multi-task] epoch 2/2" in proc.stderr  # progress lines when not quiet
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--weighting", "mgda", "--grad-mode", "features"],
+        ["--weighting", "nash_mtl", "--grad-mode", "every:3"],
+        ["--weighting", "upgrad"],
+        ["--weighting", "graddrop"],
+        ["--weighting", "normalize_gradients+mgda", "--set", "weighting.normalize_gradients={mode: l2}"],
+    ],
+)
+def test_gradient_methods_and_grad_modes_from_the_cli(extra: list[str], tmp_path: Path) -> None:
+    assert (
+        main(["train", *FAST, "--epochs", "1", "--no-baselines", *extra, "--out-dir", str(tmp_path), "--name", "g"])
+        == 0
+    )
+    cfg = yaml.safe_load((tmp_path / "g" / "config.yaml").read_text())
+    assert cfg["weighting"]["name"] == extra[1]
+    record = json.loads((tmp_path / "g" / "multitask" / "metrics.jsonl").read_text().splitlines()[0])
+    assert all(isinstance(v, float) for v in record["weights"].values())
+
+
+def test_bad_grad_mode_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", *FAST, "--grad-mode", "evry:3", "--out-dir", str(tmp_path)]) == 2
+    assert "grad_mode='evry:3' is not valid" in capsys.readouterr().err
