@@ -254,7 +254,7 @@ def test_end_to_end_real_command(tmp_path: Path) -> None:
     [
         ["--weighting", "mgda", "--grad-mode", "features"],
         ["--weighting", "nash_mtl", "--grad-mode", "every:3"],
-        ["--weighting", "upgrad"],
+        ["--weighting", "upgrad", "--set", "train.chunk_size=1"],
         ["--weighting", "graddrop"],
         ["--weighting", "normalize_gradients+mgda", "--set", "weighting.normalize_gradients={mode: l2}"],
     ],

@@ -75,3 +75,10 @@ def test_grad_mode_and_chained_weighting() -> None:
         resolve_config({"weighting": {"name": "static+dwa", "dw": {}}})
     with pytest.raises(UnknownNameError, match="did you mean 'temperature'"):
         resolve_config({"weighting": {"name": "static+dwa", "dwa": {"temprature": 1.0}}})
+
+
+def test_chunk_size() -> None:
+    assert resolve_config({})["train"]["chunk_size"] is None
+    assert resolve_config({"train": {"chunk_size": 4}})["train"]["chunk_size"] == 4
+    with pytest.raises(ConfigError, match="train.chunk_size=0"):
+        resolve_config({"train": {"chunk_size": 0}})

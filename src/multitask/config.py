@@ -7,7 +7,8 @@ weighting, checked against its signature (an unknown key names the closest valid
     [data]       dataset = "multidigits"  | path = "file.csv";  tasks = [...];  <loader params>
     [model]      architecture = "hard_sharing";  <architecture params>
     [weighting]  name = "equal";  <weighting params>
-    [train]      epochs, batch_size, lr, optimizer, weight_decay, seed, grad_mode, checkpoint_every, device
+    [train]      epochs, batch_size, lr, optimizer, weight_decay, seed, grad_mode, chunk_size,
+                 checkpoint_every, device
     [run]        out_dir, name, baselines, quiet
 """
 
@@ -43,6 +44,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "weight_decay": 0.0,
         "seed": 0,
         "grad_mode": "exact",
+        "chunk_size": None,
         "checkpoint_every": 0,
         "device": "cpu",
     },
@@ -227,6 +229,9 @@ def _check_types(cfg: dict[str, dict[str, Any]]) -> None:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ConfigError(f"train.{key}={v!r} must be a number")
         train[key] = float(v)
+    chunk = train["chunk_size"]
+    if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
+        raise ConfigError(f"train.chunk_size={chunk!r} must be a positive integer (or null: all Jacobian rows at once)")
     for key in ("baselines", "quiet"):
         if not isinstance(cfg["run"][key], bool):
             raise ConfigError(f"run.{key}={cfg['run'][key]!r} must be true or false")

@@ -97,6 +97,7 @@ def train_one(
         weight_decay=tr["weight_decay"],
         seed=tr["seed"],
         grad_mode=tr["grad_mode"],
+        chunk_size=tr["chunk_size"],
         checkpoint_path=out / "checkpoint.pt",
         checkpoint_every=tr["checkpoint_every"],
         metrics_path=out / "metrics.jsonl",

@@ -86,6 +86,8 @@ class Trainer:
         seed: seeds the shuffling order (and, in :func:`multitask.experiment.run`, the model init).
         grad_mode: "exact", "features", "every:K" or "features+every:K": how the engine gets the
             task gradients of gradient methods (see :mod:`multitask.engine`).
+        chunk_size: at most this many Jacobian rows per batched backward through the trunk in
+            "exact" mode (caps memory; None: all rows at once).
         checkpoint_path: where to write checkpoints (None: keep nothing on disk).
         checkpoint_every: also checkpoint every this many steps (0: only at epoch ends).
         metrics_path: a JSON-lines file that receives one record per epoch.
@@ -107,6 +109,7 @@ class Trainer:
         weight_decay: float = 0.0,
         seed: int = 0,
         grad_mode: str = "exact",
+        chunk_size: int | None = None,
         checkpoint_path: str | Path | None = None,
         checkpoint_every: int = 0,
         metrics_path: str | Path | None = None,
@@ -145,7 +148,7 @@ class Trainer:
                 f"Trainer: the weighting was built for num_tasks={weighting.num_tasks} but there are {len(self.tasks)} tasks"
             )
         self.weighting = weighting.to(device)
-        self.engine = Engine(self.weighting, grad_mode=grad_mode)
+        self.engine = Engine(self.weighting, grad_mode=grad_mode, chunk_size=chunk_size)
         self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, float(lr), seed
         self.optimizer_name, self.weight_decay = optimizer, float(weight_decay)
         params = list(self.model.parameters()) + list(self.weighting.parameters())
