@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from torch import Tensor, nn
 
 from ..registry import signature_params
-from ..weighting.base import PROPERTIES, WEIGHTINGS
+from ..weighting.base import PROPERTIES, WEIGHTINGS, check_num_tasks
 
 __all__ = ["Aggregator", "register_aggregator"]
 
@@ -41,9 +41,7 @@ class Aggregator(nn.Module, ABC):
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
-        if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
-            raise ValueError(f"{type(self).__name__}: num_tasks={num_tasks!r} must be a positive integer")
-        self.num_tasks = num_tasks
+        self.num_tasks = check_num_tasks(type(self).__name__, num_tasks)
 
     @abstractmethod
     def forward(self, jacobian: Tensor, losses: Tensor) -> Tensor:

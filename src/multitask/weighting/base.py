@@ -52,9 +52,7 @@ class Weighting(nn.Module, ABC):
 
     def __init__(self, num_tasks: int) -> None:
         super().__init__()
-        if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
-            raise ValueError(f"{type(self).__name__}: num_tasks={num_tasks!r} must be a positive integer")
-        self.num_tasks = num_tasks
+        self.num_tasks = check_num_tasks(type(self).__name__, num_tasks)
 
     @abstractmethod
     def forward(self, losses: Tensor, gramian: Tensor | None = None) -> Tensor:
@@ -145,6 +143,13 @@ def create_weighting(name: str, num_tasks: int, **params: Any) -> Weighting:
     cls = WEIGHTINGS.get(name)
     check_params(f"weighting {name!r}", cls, params, skip=("num_tasks",))
     return cls(num_tasks, **params)
+
+
+def check_num_tasks(owner: str, num_tasks: object) -> int:
+    """Validate ``num_tasks`` (a positive integer) for the method ``owner``; return it."""
+    if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 1:
+        raise ValueError(f"{owner}: num_tasks={num_tasks!r} must be a positive integer")
+    return num_tasks
 
 
 def check_float(owner: str, name: str, value: object, example: str, *, allow_zero: bool = False) -> float:

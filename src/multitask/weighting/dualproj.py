@@ -8,7 +8,7 @@ from torch import Tensor
 
 from ._qp import project_dual_cone
 from .base import as_weights, register
-from .upgrad import DualConeWeighting, data_eps, pref_weights, prepare_gramian
+from .upgrad import DualConeWeighting
 
 __all__ = ["DualProj"]
 
@@ -43,22 +43,8 @@ class DualProj(DualConeWeighting):
     """
 
     name: ClassVar[str] = "dualproj"
-    requires_gramian: ClassVar[bool] = True
-    properties: ClassVar[frozenset[str]] = frozenset(
-        {
-            "nonnegative",
-            "non_conflicting",
-            "gramian_scale_invariant",
-            "loss_scale_invariant",
-            "permutation_equivariant",
-            "stateless",
-        }
-    )
 
     def forward(self, losses: Tensor, gramian: Tensor | None = None) -> Tensor:
         """DualProj weights ``[T]`` from the Gramian; the losses are not used."""
-        self._check_inputs(losses, gramian)
-        assert gramian is not None
-        g = prepare_gramian(gramian, self.norm_eps, self.reg_eps)
-        p = pref_weights(self.pref_vector, self.num_tasks, g)
-        return as_weights(project_dual_cone(g, p, eps=data_eps(gramian)), losses)
+        g, p, eps = self._prepare(losses, gramian)
+        return as_weights(project_dual_cone(g, p, eps=eps), losses)

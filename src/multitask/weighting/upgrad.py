@@ -65,6 +65,18 @@ class DualConeWeighting(Weighting):
     https://arxiv.org/abs/2406.16232
     """
 
+    requires_gramian: ClassVar[bool] = True
+    properties: ClassVar[frozenset[str]] = frozenset(
+        {
+            "nonnegative",
+            "non_conflicting",
+            "gramian_scale_invariant",
+            "loss_scale_invariant",
+            "permutation_equivariant",
+            "stateless",
+        }
+    )
+
     def __init__(
         self,
         num_tasks: int,
@@ -85,6 +97,13 @@ class DualConeWeighting(Weighting):
                 f"{self.num_tasks} tasks (which ones is unknown); use pref_vector=None"
             )
         return super().for_tasks(num_tasks)
+
+    def _prepare(self, losses: Tensor, gramian: Tensor | None) -> tuple[Tensor, Tensor, float]:
+        """Checked inputs -> the normalised Gramian, the preference weights and the data tolerance."""
+        self._check_inputs(losses, gramian)
+        assert gramian is not None
+        g = prepare_gramian(gramian, self.norm_eps, self.reg_eps)
+        return g, pref_weights(self.pref_vector, self.num_tasks, g), data_eps(gramian)
 
 
 @register
@@ -126,23 +145,9 @@ class UPGrad(DualConeWeighting):
     """
 
     name: ClassVar[str] = "upgrad"
-    requires_gramian: ClassVar[bool] = True
-    properties: ClassVar[frozenset[str]] = frozenset(
-        {
-            "nonnegative",
-            "non_conflicting",
-            "gramian_scale_invariant",
-            "loss_scale_invariant",
-            "permutation_equivariant",
-            "stateless",
-        }
-    )
 
     def forward(self, losses: Tensor, gramian: Tensor | None = None) -> Tensor:
         """UPGrad weights ``[T]`` from the Gramian; the losses are not used."""
-        self._check_inputs(losses, gramian)
-        assert gramian is not None
-        g = prepare_gramian(gramian, self.norm_eps, self.reg_eps)
-        p = pref_weights(self.pref_vector, self.num_tasks, g)
-        v = project_dual_cone(g, torch.diag(p), eps=data_eps(gramian))
+        g, p, eps = self._prepare(losses, gramian)
+        v = project_dual_cone(g, torch.diag(p), eps=eps)
         return as_weights(v.sum(dim=0), losses)
