@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from .aggregation.base import Aggregator
+from .distributed import Distributed
 from .weighting.base import Weighting
 
 __all__ = [
@@ -239,9 +240,20 @@ class Engine:
         grad_mode: "exact", "features", "every:K" or "features+every:K" (see the module docstring).
         chunk_size: at most this many Jacobian rows per batched backward pass through the trunk
             (caps memory); None computes all ``T`` rows at once.
+        dist: the process group when training data-parallel (see :mod:`multitask.distributed`):
+            every step then reduces what the method needs across the ranks, so the update equals
+            single-process training on the union of the ranks' batches. ``backward`` must then get
+            ``counts`` (labelled rows per task) and ``other_params``.
     """
 
-    def __init__(self, method: Method, *, grad_mode: str = "exact", chunk_size: int | None = None) -> None:
+    def __init__(
+        self,
+        method: Method,
+        *,
+        grad_mode: str = "exact",
+        chunk_size: int | None = None,
+        dist: Distributed | None = None,
+    ) -> None:
         self.mode, self.every = parse_grad_mode(grad_mode)
         if isinstance(method, Aggregator) and self.every > 1:
             raise ValueError(
@@ -259,6 +271,7 @@ class Engine:
         self.method = method
         self.grad_mode = grad_mode
         self.chunk_size = chunk_size
+        self.dist = dist
         t = method.num_tasks
         self.last_losses = torch.ones(t, dtype=torch.float64)
         self.cached_weights = torch.ones(t, dtype=torch.float64)
@@ -298,6 +311,7 @@ class Engine:
         *,
         other_params: Sequence[Tensor] | None = None,
         present: Tensor | None = None,
+        counts: Tensor | None = None,
         features: Tensor | None = None,
         task_features: Sequence[Tensor] | None = None,
         task_names: Sequence[str] | None = None,
@@ -315,6 +329,8 @@ class Engine:
                 without it, they do one more ordinary backward (same result, slower).
                 Aggregators require it.
             present: ``[T]`` bool; absent tasks get weight 0 (default: all present).
+            counts: ``[T]`` labelled rows per task in this batch (required under ``dist``: the
+                global loss of task ``t`` is the count-weighted mean of the ranks' losses).
             features: the shared representation ``Z`` through which every task output depends on
                 the shared parameters (required in "features" mode; speeds up "exact" mode).
             task_features: per-task aliases of ``features`` (``Z.view_as(Z)``), the one each head
@@ -335,7 +351,12 @@ class Engine:
             raise ValueError(f"engine: losses has shape {tuple(stacked.shape)}; expected ({t},)")
         if present is None:
             present = torch.ones(t, dtype=torch.bool, device=stacked.device)
-        detached = stacked.detach()
+        if self.dist is not None:
+            if other_params is None:
+                raise ValueError("engine: under torch.distributed pass other_params (every non-shared parameter)")
+            stacked, loss_list, detached, present = self._globalise(stacked, loss_list, counts, present)
+        else:
+            detached = stacked.detach()
         present_cpu = present.cpu()
         bad = (~torch.isfinite(detached.cpu()) & present_cpu).nonzero(as_tuple=True)[0].tolist()
         if bad:
@@ -352,10 +373,12 @@ class Engine:
         seen = seen64.to(dtype=detached.dtype, device=detached.device)
         shared = [p for p in shared_params if p.requires_grad]
 
+        model_params = [*shared, *(other_params or [])]
+
         if not self.needs_gradients():
             assert isinstance(method, Weighting)
             weights = self._weights(method, seen, None, present)
-            self._backward_weighted(stacked, weights, method.regularizer())
+            self._weighted(method, stacked, seen, weights, model_params if self.dist is not None else None)
             return StepInfo(seen, weights.detach(), present.detach())
 
         if isinstance(method, Weighting):
@@ -363,7 +386,7 @@ class Engine:
             if not refresh:
                 self.steps_since_refresh += 1
                 weights = torch.where(present, self.cached_weights.to(stacked), torch.zeros_like(stacked))
-                self._backward_weighted(stacked, weights, method.regularizer())
+                self._weighted(method, stacked, seen, weights, model_params if self.dist is not None else None)
                 return StepInfo(seen, weights.detach(), present.detach())
             self.steps_since_refresh = 0
 
@@ -391,16 +414,16 @@ class Engine:
         if isinstance(method, Aggregator):
             assert other_params is not None
             return self._aggregate_rows(method, rows, stacked, seen, present, shared, other_params, features)
-        g = _gramian_of(rows, t)
+        g = self._global_gramian(rows, t)
         weights = self._weights(method, seen, g, present)
         self._remember(weights)
         if self.mode == "exact" and other_params is not None:
             w = weights.detach()
             for p, r in zip(shared, rows, strict=True):
                 _accumulate(p, torch.tensordot(w.to(r.dtype), r, dims=1))
-            self._backward_weighted(stacked, weights, method.regularizer(), inputs=other_params)
+            self._weighted(method, stacked, seen, weights, other_params)
         else:
-            self._backward_weighted(stacked, weights, method.regularizer())
+            self._weighted(method, stacked, seen, weights, model_params if self.dist is not None else None)
         return StepInfo(seen, weights.detach(), present.detach(), g.detach())
 
     # --- paths -------------------------------------------------------------------------------
@@ -431,22 +454,20 @@ class Engine:
             heads_later = False
         rows = _vjp([features], shared, [tg.dz], self.chunk_size) if self.mode == "exact" else [tg.dz]
         if isinstance(method, Aggregator):
-            jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
-            update = self._apply_aggregator(method, jac, seen, present)
-            if self.mode == "exact":
-                self._write_shared(shared, rows, update)
-            else:
-                torch.autograd.backward(
-                    features, grad_tensors=update.view_as(features).to(features.dtype), inputs=shared
-                )
             ones = torch.where(present, torch.ones_like(seen), torch.zeros_like(seen))
+            if self.mode == "exact":
+                self._reduce_rows(rows)
+                jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
+                self._write_shared(shared, rows, self._apply_aggregator(method, jac, seen, present))
+            else:
+                self._aggregate_features(method, tg.dz, features, shared, seen, present)
             if heads_later:
-                self._backward_weighted(stacked, ones, method.regularizer(), inputs=other)
+                self._weighted(method, stacked, seen, ones, other)
             else:
                 self._write_other(other, tg, ones)
-                self._backward_method_params(method, stacked, ones)
+                self._finish_written(method, seen, ones, other)
             return StepInfo(seen, ones.detach(), present.detach(), None)
-        g = _gramian_of(rows, t)
+        g = self._global_gramian(rows, t)
         weights = self._weights(method, seen, g, present)
         self._remember(weights)
         w = weights.detach()
@@ -456,11 +477,13 @@ class Engine:
         else:
             gz = torch.tensordot(w.to(tg.dz.dtype), tg.dz, dims=1)
             torch.autograd.backward(features, grad_tensors=gz, inputs=shared)
+            if self.dist is not None:
+                self._sync(shared)
         if heads_later:
-            self._backward_weighted(stacked, weights, method.regularizer(), inputs=other)
+            self._weighted(method, stacked, seen, weights, other)
         else:
             self._write_other(other, tg, w)
-            self._backward_method_params(method, stacked, weights)
+            self._finish_written(method, seen, weights, other)
         return StepInfo(seen, w, present.detach(), g.detach())
 
     def _aggregate_rows(
@@ -475,16 +498,128 @@ class Engine:
         features: Tensor | None,
     ) -> StepInfo:
         t = method.num_tasks
-        jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
-        update = self._apply_aggregator(method, jac, seen, present)
         if self.mode == "features":
             assert features is not None
-            torch.autograd.backward(features, grad_tensors=update.view_as(features).to(features.dtype), inputs=shared)
+            self._aggregate_features(method, rows[0], features, shared, seen, present)
         else:
-            self._write_shared(shared, rows, update)
+            self._reduce_rows(rows)
+            jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
+            self._write_shared(shared, rows, self._apply_aggregator(method, jac, seen, present))
         ones = torch.where(present, torch.ones_like(seen), torch.zeros_like(seen)).detach()
-        self._backward_weighted(stacked, ones, method.regularizer(), inputs=other)
+        self._weighted(method, stacked, seen, ones, other)
         return StepInfo(seen, ones, present.detach(), None)
+
+    def _aggregate_features(
+        self, method: Aggregator, dz: Tensor, features: Tensor, shared: list[Tensor], seen: Tensor, present: Tensor
+    ) -> None:
+        """Aggregate the Jacobian w.r.t. the shared features and backpropagate it through the trunk.
+
+        Under ``dist`` the features of all ranks' samples are the coordinates of one global Jacobian:
+        the rows are gathered (``T x B x d`` numbers per rank), aggregated identically everywhere, and
+        each rank backpropagates its own samples' part.
+        """
+        t = method.num_tasks
+        if self.dist is None:
+            update = self._apply_aggregator(method, dz.reshape(t, -1), seen, present)
+            torch.autograd.backward(features, grad_tensors=update.view_as(features).to(features.dtype), inputs=shared)
+            return
+        per_sample = dz.transpose(0, 1).contiguous()  # [B, T, ...]
+        gathered, counts = self.dist.all_gather_rows(per_sample, what="gathering feature Jacobians")
+        jac = gathered.transpose(0, 1).reshape(t, -1)
+        update = self._apply_aggregator(method, jac, seen, present).view(gathered.shape[0], *features.shape[1:])
+        lo = sum(counts[: self.dist.rank])
+        mine = update[lo : lo + features.shape[0]]
+        torch.autograd.backward(features, grad_tensors=mine.to(features.dtype), inputs=shared)
+        self._sync(shared)
+
+    # --- distributed -------------------------------------------------------------------------
+    def _globalise(
+        self, stacked: Tensor, loss_list: list[Tensor] | None, counts: Tensor | None, present: Tensor
+    ) -> tuple[Tensor, list[Tensor] | None, Tensor, Tensor]:
+        """Global losses from the ranks' count-weighted losses; local losses rescaled to sum to them.
+
+        One all-reduce of ``[n_t L_t, n_t]`` (``2T`` numbers). Rank ``r``'s loss of task ``t`` is
+        multiplied by ``n_rt / N_t``, so the ranks' gradients sum to the gradient of the global loss.
+        """
+        assert self.dist is not None
+        t = stacked.shape[0]
+        if counts is None:
+            raise ValueError("engine: under torch.distributed pass counts (labelled rows per task in this batch)")
+        if counts.shape != (t,):
+            raise ValueError(f"engine: counts has shape {tuple(counts.shape)}; expected ({t},)")
+        n = counts.detach().to(device=stacked.device, dtype=torch.float64)
+        local = stacked.detach().to(torch.float64)
+        buf = torch.cat([torch.where(n > 0, n * local, torch.zeros_like(local)), n])
+        self.dist.all_reduce([buf], what="reducing task losses")
+        total, big_n = buf[:t], buf[t:]
+        glob = torch.where(big_n > 0, total / big_n.clamp_min(1), torch.zeros_like(total)).to(stacked.dtype)
+        scale = torch.where(big_n > 0, n / big_n.clamp_min(1), torch.zeros_like(n)).to(stacked.dtype)
+        scaled = stacked * scale
+        scaled_list = [loss * scale[i] for i, loss in enumerate(loss_list)] if loss_list is not None else None
+        return scaled, scaled_list, glob, (big_n > 0).to(present.device)
+
+    def _reduce_rows(self, rows: list[Tensor]) -> None:
+        """Exact mode: the global Jacobian is the sum of the ranks' Jacobians (``T x P_shared`` numbers)."""
+        if self.dist is not None:
+            self.dist.all_reduce(rows, what="reducing the task Jacobian")
+
+    def _global_gramian(self, rows: list[Tensor], t: int) -> Tensor:
+        """The Gramian of the global task gradients.
+
+        Exact mode reduces the Jacobian (then every rank also holds the global shared gradient
+        ``wᵀJ``); features mode reduces only the ``T x T`` Gramian, since different samples' features
+        are different coordinates.
+        """
+        if self.dist is None:
+            return _gramian_of(rows, t)
+        if self.mode == "exact":
+            self._reduce_rows(rows)
+            return _gramian_of(rows, t)
+        g = _gramian_of(rows, t)
+        self.dist.all_reduce([g], what="reducing the Gramian")
+        return g
+
+    def _sync(self, params: Sequence[Tensor]) -> None:
+        """Sum the gradients of ``params`` over the ranks (a parameter no rank touched keeps no grad)."""
+        assert self.dist is not None
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            return
+        dtype = params[0].dtype
+        flags = torch.tensor([p.grad is not None for p in params], dtype=dtype, device=params[0].device)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        self.dist.all_reduce([*grads, flags], what="reducing gradients")
+        for p, g, f in zip(params, grads, flags.tolist(), strict=True):
+            if f > 0 and p.grad is None:
+                p.grad = g
+
+    def _model_only(self, params: Sequence[Tensor]) -> list[Tensor]:
+        own = {id(p) for p in self.method.parameters()}
+        return [p for p in params if id(p) not in own]
+
+    def _weighted(
+        self, method: Method, stacked: Tensor, seen: Tensor, weights: Tensor, inputs: Sequence[Tensor] | None
+    ) -> None:
+        """One backward of ``Σ_t w_t L_t (+ the method's regularizer)`` into ``inputs`` (None: every leaf).
+
+        Under ``dist`` the model's gradients come from the local (rescaled) losses and are summed over
+        the ranks; the method's own parameters get theirs from the global losses, identical on every
+        rank, so they are not reduced.
+        """
+        if self.dist is None:
+            self._backward_weighted(stacked, weights, method.regularizer(), inputs=inputs)
+            return
+        assert inputs is not None
+        model = self._model_only(inputs)
+        self._backward_weighted(stacked, weights.detach(), None, inputs=model)
+        self._sync(model)
+        self._backward_method_params(method, seen, weights)
+
+    def _finish_written(self, method: Method, seen: Tensor, weights: Tensor, other: Sequence[Tensor]) -> None:
+        """After the heads' gradients were written from per-task passes: reduce them, then the method's."""
+        if self.dist is not None:
+            self._sync(self._model_only(other))
+        self._backward_method_params(method, seen, weights)
 
     # --- helpers -----------------------------------------------------------------------------
     def _remember(self, weights: Tensor) -> None:
@@ -538,7 +673,7 @@ class Engine:
 
     @staticmethod
     def _backward_method_params(method: Method, stacked: Tensor, weights: Tensor) -> None:
-        """Gradients of the method's own parameters (e.g. learned loss scales), if it has any."""
+        """Gradients of the method's own parameters (e.g. learned loss scales), from detached losses."""
         reg = method.regularizer()
         if not weights.requires_grad and reg is None:
             return

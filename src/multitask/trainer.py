@@ -26,6 +26,7 @@ from .callbacks.base import Callback
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data.base import MultiTaskData
 from .data.batch import Batch, TensorSplit
+from .distributed import Distributed
 from .engine import Engine, NonFiniteLossError, parse_grad_mode
 from .registry import UnknownNameError, unknown_name_message
 from .tasks import Task
@@ -47,28 +48,56 @@ def _check_positive_int(name: str, value: int) -> None:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, tasks: Sequence[Task], split: TensorSplit, *, batch_size: int = 1024, device: str = "cpu"
+    model: nn.Module,
+    tasks: Sequence[Task],
+    split: TensorSplit,
+    *,
+    batch_size: int = 1024,
+    device: str = "cpu",
+    dist: Distributed | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per-task loss and metrics of ``model`` on ``split``, on labelled rows only.
+
+    Under ``dist`` each rank predicts its contiguous shard of the rows and the predictions are
+    gathered (in order) before any metric is computed, so every rank gets the metrics of the whole
+    split.
 
     Returns ``{task: {"loss": mean loss over labelled rows, metric: value, ...}}``.
     """
     was_training = model.training
     model.eval()
     outs: dict[str, list[Tensor]] = {t.name: [] for t in tasks}
-    for batch in split.batches(batch_size):
+    rows = split if dist is None else _shard_split(split, dist.shard(len(split)))
+    for batch in rows.batches(batch_size):
         pred = model(batch.inputs.to(device))
         for t in tasks:
-            outs[t.name].append(pred[t.name].detach().cpu())
+            outs[t.name].append(pred[t.name].detach().float())
     model.train(was_training)
     result: dict[str, dict[str, float]] = {}
     for t in tasks:
-        o = torch.cat(outs[t.name]) if outs[t.name] else torch.empty(0, t.output_dim)
+        o = torch.cat(outs[t.name]) if outs[t.name] else torch.empty(0, t.output_dim, device=device)
+        if dist is not None:
+            o, _ = dist.all_gather_rows(o, what="gathering validation predictions")
+        o = o.cpu()
         target, mask = split.targets[t.name], split.masks[t.name]
         n = int(mask.sum())
         loss = float(t.compute_loss(o, target, mask)) if n else math.nan
         result[t.name] = {"loss": loss, **t.evaluate(o, target, mask)}
     return result
+
+
+def _shard_split(split: TensorSplit, part: slice) -> TensorSplit:
+    return TensorSplit(
+        split.inputs[part],
+        {k: v[part] for k, v in split.targets.items()},
+        {k: v[part] for k, v in split.masks.items()},
+    )
+
+
+def _shard_batch(batch: Batch, part: slice) -> Batch:
+    return Batch(
+        batch.inputs[part], {k: v[part] for k, v in batch.targets.items()}, {k: v[part] for k, v in batch.masks.items()}
+    )
 
 
 class Trainer:
@@ -94,6 +123,12 @@ class Trainer:
         callbacks: hooks called during training (progress bars, loggers, ...).
         config: the resolved run config, stored inside every checkpoint.
         device: "cpu", "cuda", ... or "auto" (CUDA when available).
+        dist: the process group for data-parallel training (see :mod:`multitask.distributed`).
+            ``batch_size`` is then the *global* batch: each rank trains on its contiguous share of
+            every batch, the engine reduces what the method needs, validation predictions are
+            gathered before model selection, and only rank 0 writes checkpoints and metrics. The
+            sequence of global batches does not depend on the number of ranks, so a run resumes
+            on any number of them.
     """
 
     def __init__(
@@ -116,6 +151,7 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         config: dict[str, Any] | None = None,
         device: str = "cpu",
+        dist: Distributed | None = None,
     ) -> None:
         self.tasks = list(tasks)
         if not self.tasks:
@@ -137,6 +173,14 @@ class Trainer:
         parse_grad_mode(grad_mode)  # validates, naming the value
         if checkpoint_every < 0:
             raise ValueError(f"Trainer: checkpoint_every={checkpoint_every!r} must be >= 0 (0: epoch ends only)")
+        self.dist = dist if dist is not None and dist.world_size > 1 else None
+        if self.dist is not None:
+            device = self.dist.device(device)
+            if batch_size < self.dist.world_size:
+                raise ValueError(
+                    f"Trainer: batch_size={batch_size} is the global batch, split over {self.dist.world_size} "
+                    "processes; it must be at least the number of processes"
+                )
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = device
@@ -148,7 +192,7 @@ class Trainer:
                 f"Trainer: the weighting was built for num_tasks={weighting.num_tasks} but there are {len(self.tasks)} tasks"
             )
         self.weighting = weighting.to(device)
-        self.engine = Engine(self.weighting, grad_mode=grad_mode, chunk_size=chunk_size)
+        self.engine = Engine(self.weighting, grad_mode=grad_mode, chunk_size=chunk_size, dist=self.dist)
         self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, float(lr), seed
         self.optimizer_name, self.weight_decay = optimizer, float(weight_decay)
         params = list(self.model.parameters()) + list(self.weighting.parameters())
@@ -158,7 +202,8 @@ class Trainer:
         self.optimizer = OPTIMIZERS[optimizer](params, **kwargs)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.checkpoint_every = checkpoint_every
-        self.metrics_path = Path(metrics_path) if metrics_path else None
+        self.is_main = self.dist is None or self.dist.is_main
+        self.metrics_path = Path(metrics_path) if metrics_path and self.is_main else None
         self.callbacks = list(callbacks)
         self.config = config or {}
         # progress
@@ -189,8 +234,14 @@ class Trainer:
         train, val = (data.train, data.val) if isinstance(data, MultiTaskData) else data
         self._check_split(train, "train")
         self._check_split(val, "val")
-        if resume and self.checkpoint_path is not None and self.checkpoint_path.exists():
-            self.load_checkpoint(self.checkpoint_path)
+        if self.dist is not None:
+            # every rank starts from rank 0's parameters, as DistributedDataParallel does
+            self.dist.broadcast_(
+                [*self.model.state_dict().values(), *self.weighting.state_dict().values()],
+                what="broadcasting the initial parameters",
+            )
+        if resume and self.checkpoint_path is not None:
+            self._resume(self.checkpoint_path)
         if self.metrics_path is not None:
             self._rewrite_metrics()
         for cb in self.callbacks:
@@ -223,7 +274,7 @@ class Trainer:
 
     def evaluate(self, split: TensorSplit, *, batch_size: int = 1024) -> dict[str, dict[str, float]]:
         """Per-task loss and metrics on ``split`` (see :func:`evaluate`)."""
-        return evaluate(self.model, self.tasks, split, batch_size=batch_size, device=self.device)
+        return evaluate(self.model, self.tasks, split, batch_size=batch_size, device=self.device, dist=self.dist)
 
     # --- the loop ----------------------------------------------------------------------------
     def _check_split(self, split: TensorSplit, name: str) -> None:
@@ -242,14 +293,15 @@ class Trainer:
             "steps": torch.zeros((), dtype=torch.float64),
         }
 
-    def _losses(self, batch: Batch, outputs: dict[str, Tensor]) -> tuple[list[Tensor], Tensor]:
-        """Per-task losses as a list (the engine walks each task's sub-graph on its own) and presence."""
-        losses, present = [], []
+    def _losses(self, batch: Batch, outputs: dict[str, Tensor]) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Per-task losses as a list (the engine walks each task's sub-graph on its own), presence, counts."""
+        losses, counts = [], []
         for t in self.tasks:
             mask = batch.masks[t.name]
             losses.append(t.compute_loss(outputs[t.name], batch.targets[t.name], mask))
-            present.append(bool(mask.any()))
-        return losses, torch.tensor(present, device=losses[0].device)
+            counts.append(mask.sum())
+        n = torch.stack(counts)
+        return losses, n > 0, n
 
     def _train_epoch(self, train: TensorSplit, val: TensorSplit, shared: list[nn.Parameter]) -> None:
         shared_ids = {id(p) for p in shared}
@@ -263,15 +315,18 @@ class Trainer:
         for batch in train.batches(
             self.batch_size, shuffle=True, seed=self.seed, epoch=epoch, start=self.batch_in_epoch
         ):
+            if self.dist is not None:
+                batch = _shard_batch(batch, self.dist.shard(len(batch)))
             batch = batch.to(self.device)
             outputs, features, views = self.model.forward_task_features(batch.inputs)
-            losses, present = self._losses(batch, outputs)
+            losses, present, counts = self._losses(batch, outputs)
             self.optimizer.zero_grad(set_to_none=True)
             info = self.engine.backward(
                 losses,
                 shared,
                 other_params=other,
                 present=present,
+                counts=counts,
                 features=features if self.engine.needs_gradients() else None,
                 task_features=[views[n] for n in self.task_names] if views is not None else None,
                 task_names=self.task_names,
@@ -365,11 +420,37 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: str | Path) -> None:
-        save_checkpoint(path, self.state())
+        """Write the checkpoint (under ``dist``: rank 0 writes, every rank holds the same state)."""
+        if self.is_main:
+            save_checkpoint(path, self.state())
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        """Restore a checkpoint written by :meth:`save_checkpoint`; refuse an incompatible one."""
-        ckpt = load_checkpoint(path)
+    def _resume(self, path: Path) -> None:
+        """Load ``path`` if it exists; under ``dist`` rank 0 reads it and sends it to the other ranks."""
+        if self.dist is None:
+            if path.exists():
+                self.load_checkpoint(path)
+            return
+        ckpt: dict[str, Any] | None = None
+        error = ""
+        if self.dist.is_main and path.exists():
+            try:
+                ckpt = load_checkpoint(path)
+            except CheckpointError as exc:
+                error = str(exc)
+        ckpt, error = self.dist.broadcast_object((ckpt, error), what="sending the checkpoint")
+        if error:
+            raise CheckpointError(error)
+        if ckpt is not None:
+            self.load_checkpoint(path, ckpt=ckpt)
+
+    def load_checkpoint(self, path: str | Path, *, ckpt: dict[str, Any] | None = None) -> None:
+        """Restore a checkpoint written by :meth:`save_checkpoint`; refuse an incompatible one.
+
+        The checkpoint does not depend on the number of processes that wrote it: a run saved by
+        ``N`` ranks resumes on ``M`` (global batches, model, optimizer and method state are the same).
+        """
+        if ckpt is None:
+            ckpt = load_checkpoint(path)
         saved_tasks = [d["name"] for d in json.loads(ckpt["tasks"])]
         if saved_tasks != self.task_names:
             raise CheckpointError(f"checkpoint {str(path)!r} was trained on tasks {saved_tasks}, not {self.task_names}")
