@@ -1,5 +1,8 @@
 """The ``multitask`` command: ``train`` and ``list``.
 
+``multitask train --nproc N`` re-runs itself under ``torchrun``; under ``torchrun`` (``WORLD_SIZE``
+set) every rank trains its share of each batch and rank 0 prints and writes.
+
 Every subcommand is callable in-process: ``main(["train", "--epochs", "2"])`` returns the exit
 code (0 success, 2 bad input, 130 interrupted).
 """
@@ -61,6 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
         "representation, cheap), every:K (exact weights recomputed every K steps) or features+every:K",
     )
     tr.add_argument("--device", metavar="DEVICE", help="cpu, cuda or auto")
+    tr.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="data-parallel training on N local processes (launches torchrun; gloo on CPU, nccl on GPU); "
+        "train.batch_size stays the global batch",
+    )
+    tr.add_argument("--precision", metavar="P", help="32 (default), bf16 (autocast) or fp16 (autocast + GradScaler)")
+    tr.add_argument(
+        "--accumulate", type=int, metavar="K", help="split every batch into K micro-batches (same update, less memory)"
+    )
+    tr.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the model's parts (loss-only weightings and features grad modes)",
+    )
     tr.add_argument("--out-dir", metavar="DIR", help="parent directory of run directories (default runs)")
     tr.add_argument("--name", metavar="NAME", help="run directory name (default: dataset-architecture-weighting-time)")
     tr.add_argument("--no-baselines", action="store_true", help="skip the single-task baselines (no Δm)")
@@ -105,6 +125,9 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ("seed", "train.seed"),
         ("grad_mode", "train.grad_mode"),
         ("device", "train.device"),
+        ("precision", "train.precision"),
+        ("accumulate", "train.accumulate"),
+        ("compile", "train.compile"),
         ("out_dir", "run.out_dir"),
         ("name", "run.name"),
     ):
@@ -124,38 +147,69 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return apply_overrides(cfg, args.overrides)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .config import resolve_config
-    from .experiment import _new_run_dir, format_summary, run, seeds_summary
+def _launch(argv: Sequence[str], nproc: int) -> int:
+    """Re-run this command under ``torchrun`` on ``nproc`` local processes; return its exit code."""
+    import subprocess
 
+    rest = list(argv)
+    i = rest.index("--nproc") if "--nproc" in rest else -1
+    if i >= 0:
+        del rest[i : i + 2]
+    else:
+        rest = [a for a in rest if not a.startswith("--nproc=")]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    cmd += ["-m", "multitask", *rest]
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from .config import resolve_config
+    from .distributed import env_world_size, init_from_env
+    from .experiment import _new_run_dir, format_summary, on_main, run, seeds_summary
+
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise ValueError(f"--nproc {args.nproc}: give a number of processes >= 1")
+        if args.nproc > 1 and env_world_size() == 1:
+            return _launch(argv, args.nproc)
     if args.resume:
         run_dir = Path(args.resume)
+        dist = init_from_env(device=args.device or "cpu")
         try:
-            summary = run({"run": {"quiet": bool(args.quiet)}}, run_dir=run_dir, resume=True)
+            summary = run({"run": {"quiet": bool(args.quiet)}}, run_dir=run_dir, resume=True, dist=dist)
         except KeyboardInterrupt:
             print(f"\ninterrupted; continue with: multitask train --resume {run_dir}", file=sys.stderr)
             return 130
-        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+        if dist is None or dist.is_main:
+            print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
         return 0
     cfg = resolve_config(_config_from_args(args))
+    dist = init_from_env(device=cfg["train"]["device"], timeout_s=cfg["train"]["dist_timeout"])
+    main_rank = dist is None or dist.is_main
     seeds = [cfg["train"]["seed"]]
     if args.seeds:
         try:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
             raise SystemExit(f"error: --seeds {args.seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
-    base_dir = _new_run_dir(cfg)
+    base_dir: Path = on_main(dist, lambda: _new_run_dir(cfg))
     summaries = []
     for seed in seeds:
         cfg["train"]["seed"] = seed
         run_dir = base_dir / f"seed-{seed}" if args.seeds else base_dir
         try:
-            summary = run(cfg, run_dir=run_dir)
+            summary = run(cfg, run_dir=run_dir, dist=dist)
         except KeyboardInterrupt:
             print(f"\ninterrupted; continue with: multitask train --resume {run_dir}", file=sys.stderr)
             return 130
         summaries.append(summary)
-        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+        if main_rank:
+            print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if not main_rank:
+        return 0
     if len(seeds) > 1:
         stats = seeds_summary(summaries)
         if stats:
@@ -213,15 +267,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data.base import MissingDependencyError
+    from .distributed import DistributedError
     from .engine import NonFiniteLossError
     from .registry import UnknownNameError
 
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    args = parser.parse_args(argv)
     try:
         if args.command == "train":
-            return _train(args)
+            return _train(args, argv)
         return _list(args)
+    except DistributedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, UnknownNameError, CheckpointError, MissingDependencyError, NonFiniteLossError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ weighting, checked against its signature (an unknown key names the closest valid
     [model]      architecture = "hard_sharing";  <architecture params>
     [weighting]  name = "equal";  <weighting params>
     [train]      epochs, batch_size, lr, optimizer, weight_decay, seed, grad_mode, chunk_size,
-                 checkpoint_every, device
+                 checkpoint_every, device, precision, accumulate, compile, dist_timeout
     [run]        out_dir, name, baselines, quiet
 """
 
@@ -47,9 +47,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "chunk_size": None,
         "checkpoint_every": 0,
         "device": "cpu",
+        "precision": "32",
+        "accumulate": 1,
+        "compile": False,
+        "dist_timeout": 300.0,
     },
     "run": {"out_dir": "runs", "name": None, "baselines": True, "quiet": False},
 }
+PRECISIONS = ("32", "bf16", "fp16")
 _OPEN_SECTIONS = {"data": "dataset", "model": "architecture", "weighting": "name"}
 
 
@@ -220,7 +225,7 @@ def _check_types(cfg: dict[str, dict[str, Any]]) -> None:
         parse_grad_mode(train["grad_mode"])
     except ValueError as exc:
         raise ConfigError(f"train.{exc}") from None
-    for key in ("epochs", "batch_size", "seed", "checkpoint_every"):
+    for key in ("epochs", "batch_size", "seed", "checkpoint_every", "accumulate"):
         v = train[key]
         if not isinstance(v, int) or isinstance(v, bool):
             raise ConfigError(f"train.{key}={v!r} must be an integer")
@@ -229,9 +234,20 @@ def _check_types(cfg: dict[str, dict[str, Any]]) -> None:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ConfigError(f"train.{key}={v!r} must be a number")
         train[key] = float(v)
+    if train["accumulate"] < 1:
+        raise ConfigError(f"train.accumulate={train['accumulate']!r} must be >= 1 (micro-batches per optimizer step)")
+    train["precision"] = str(train["precision"])
+    if train["precision"] not in PRECISIONS:
+        raise ConfigError(f"train.precision={train['precision']!r} must be one of {list(PRECISIONS)}")
+    timeout = train["dist_timeout"]
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+        raise ConfigError(f"train.dist_timeout={timeout!r} must be a number of seconds > 0")
+    train["dist_timeout"] = float(timeout)
     chunk = train["chunk_size"]
     if chunk is not None and (not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1):
         raise ConfigError(f"train.chunk_size={chunk!r} must be a positive integer (or null: all Jacobian rows at once)")
+    if not isinstance(train["compile"], bool):
+        raise ConfigError(f"train.compile={train['compile']!r} must be true or false")
     for key in ("baselines", "quiet"):
         if not isinstance(cfg["run"][key], bool):
             raise ConfigError(f"run.{key}={cfg['run'][key]!r} must be true or false")

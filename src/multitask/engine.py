@@ -27,6 +27,7 @@ otherwise distort methods such as MGDA, whose min-norm point it would become).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,12 +115,18 @@ class StepInfo:
 
 
 def _vjp(
-    outputs: Sequence[Tensor], inputs: Sequence[Tensor], grad_outputs: Sequence[Tensor], chunk_size: int | None
+    outputs: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    grad_outputs: Sequence[Tensor],
+    chunk_size: int | None,
+    batched: bool = True,
 ) -> list[Tensor]:
     """Row-batched vector-Jacobian products: ``result[j][r] = Σ_o ⟨grad_outputs[o][r], ∂outputs[o]/∂inputs[j]⟩``.
 
     Rows are processed ``chunk_size`` at a time with ``is_grads_batched`` (vmap over the backward
-    graph); operations that cannot be batched fall back to one backward per row.
+    graph); operations that cannot be batched fall back to one backward per row, and so does
+    everything with ``batched=False`` (needed for ``torch.compile``d graphs, whose batched backward
+    is silently wrong in torch 2.13: see docs/distributed.md).
     """
     rows = grad_outputs[0].shape[0]
     step = rows if not chunk_size else max(1, int(chunk_size))
@@ -127,6 +134,8 @@ def _vjp(
     for lo in range(0, rows, step):
         go = [g[lo : lo + step] for g in grad_outputs]
         try:
+            if not batched:
+                raise RuntimeError("per-row backward requested")
             res = torch.autograd.grad(
                 list(outputs),
                 list(inputs),
@@ -152,7 +161,12 @@ def _vjp(
 
 
 def jacobian(
-    losses: Tensor, inputs: Sequence[Tensor], *, features: Tensor | None = None, chunk_size: int | None = None
+    losses: Tensor,
+    inputs: Sequence[Tensor],
+    *,
+    features: Tensor | None = None,
+    chunk_size: int | None = None,
+    batched: bool = True,
 ) -> list[Tensor]:
     """Per-input Jacobians ``[T, *input.shape]`` of the task ``losses`` with respect to ``inputs``.
 
@@ -162,9 +176,9 @@ def jacobian(
     t = losses.shape[0]
     eye = torch.eye(t, dtype=losses.dtype, device=losses.device)
     if features is None:
-        return _vjp([losses], inputs, [eye], chunk_size)
-    (dz,) = _vjp([losses], [features], [eye], chunk_size)
-    return _vjp([features], inputs, [dz], chunk_size)
+        return _vjp([losses], inputs, [eye], chunk_size, batched)
+    (dz,) = _vjp([losses], [features], [eye], chunk_size, batched)
+    return _vjp([features], inputs, [dz], chunk_size, batched)
 
 
 def _gramian_of(rows: Sequence[Tensor], t: int) -> Tensor:
@@ -244,6 +258,8 @@ class Engine:
             every step then reduces what the method needs across the ranks, so the update equals
             single-process training on the union of the ranks' batches. ``backward`` must then get
             ``counts`` (labelled rows per task) and ``other_params``.
+        batched: compute Jacobian rows with batched backward passes (vmap). Set False when the
+            model is ``torch.compile``d: then one backward per row (slower, and correct).
     """
 
     def __init__(
@@ -253,6 +269,7 @@ class Engine:
         grad_mode: str = "exact",
         chunk_size: int | None = None,
         dist: Distributed | None = None,
+        batched: bool = True,
     ) -> None:
         self.mode, self.every = parse_grad_mode(grad_mode)
         if isinstance(method, Aggregator) and self.every > 1:
@@ -272,6 +289,8 @@ class Engine:
         self.grad_mode = grad_mode
         self.chunk_size = chunk_size
         self.dist = dist
+        self.batched = batched
+        self._scale = 1.0
         t = method.num_tasks
         self.last_losses = torch.ones(t, dtype=torch.float64)
         self.cached_weights = torch.ones(t, dtype=torch.float64)
@@ -316,6 +335,7 @@ class Engine:
         task_features: Sequence[Tensor] | None = None,
         task_names: Sequence[str] | None = None,
         step: int = 0,
+        loss_scale: float = 1.0,
     ) -> StepInfo:
         """Weight or aggregate the task losses' gradients; gradients accumulate in ``.grad``.
 
@@ -338,6 +358,10 @@ class Engine:
                 from one backward pass through the heads instead of one per task.
             task_names: names used in error messages.
             step: global step, used in error messages.
+            loss_scale: the mixed-precision loss scale ``S`` (``torch.amp.GradScaler``): every
+                backward pass runs on ``S`` times the losses (so fp16 gradients do not underflow)
+                and every gradient written is ``S`` times the true one, for the scaler to unscale;
+                the method still sees the true losses and Gramian (``G / S²``, in float32).
 
         Raises:
             NonFiniteLossError: a present task's loss is NaN or infinite.
@@ -374,6 +398,12 @@ class Engine:
         shared = [p for p in shared_params if p.requires_grad]
 
         model_params = [*shared, *(other_params or [])]
+        if not (math.isfinite(loss_scale) and loss_scale > 0):
+            raise ValueError(f"engine: loss_scale={loss_scale!r} must be a finite number > 0")
+        self._scale = float(loss_scale)
+        if self._scale != 1.0:
+            stacked = stacked * self._scale
+            loss_list = [loss * self._scale for loss in loss_list] if loss_list is not None else None
 
         if not self.needs_gradients():
             assert isinstance(method, Weighting)
@@ -410,7 +440,7 @@ class Engine:
             )
         # general path: batched VJPs from the stacked losses
         targets = [features] if self.mode == "features" and features is not None else shared
-        rows = jacobian(stacked, targets, chunk_size=self.chunk_size)
+        rows = jacobian(stacked, targets, chunk_size=self.chunk_size, batched=self.batched)
         if isinstance(method, Aggregator):
             assert other_params is not None
             return self._aggregate_rows(method, rows, stacked, seen, present, shared, other_params, features)
@@ -425,6 +455,17 @@ class Engine:
         else:
             self._weighted(method, stacked, seen, weights, model_params if self.dist is not None else None)
         return StepInfo(seen, weights.detach(), present.detach(), g.detach())
+
+    # --- gradient accumulation -------------------------------------------------------------
+    def start_accumulation(self) -> Accumulation:
+        """Begin one optimizer step made of several micro-batches (see :class:`Accumulation`)."""
+        if isinstance(self.method, Aggregator):
+            raise ValueError(
+                f"gradient accumulation: {type(self.method).__name__} aggregates the Jacobian itself (no task "
+                "weights to apply micro-batch by micro-batch); use accumulate=1 with a larger batch or more processes"
+            )
+        gradients = self.needs_gradients() and (not self.has_cache or self.steps_since_refresh >= self.every - 1)
+        return Accumulation(self, gradients)
 
     # --- paths -------------------------------------------------------------------------------
     def _step_via_features(
@@ -452,7 +493,7 @@ class Engine:
         else:
             tg = _task_grads(loss_list, features, other, present.tolist())
             heads_later = False
-        rows = _vjp([features], shared, [tg.dz], self.chunk_size) if self.mode == "exact" else [tg.dz]
+        rows = _vjp([features], shared, [tg.dz], self.chunk_size, self.batched) if self.mode == "exact" else [tg.dz]
         if isinstance(method, Aggregator):
             ones = torch.where(present, torch.ones_like(seen), torch.zeros_like(seen))
             if self.mode == "exact":
@@ -570,14 +611,12 @@ class Engine:
         ``wᵀJ``); features mode reduces only the ``T x T`` Gramian, since different samples' features
         are different coordinates.
         """
-        if self.dist is None:
-            return _gramian_of(rows, t)
-        if self.mode == "exact":
+        if self.dist is not None and self.mode == "exact":
             self._reduce_rows(rows)
-            return _gramian_of(rows, t)
         g = _gramian_of(rows, t)
-        self.dist.all_reduce([g], what="reducing the Gramian")
-        return g
+        if self.dist is not None and self.mode != "exact":
+            self.dist.all_reduce([g], what="reducing the Gramian")
+        return g / self._scale**2 if self._scale != 1.0 else g
 
     def _sync(self, params: Sequence[Tensor]) -> None:
         """Sum the gradients of ``params`` over the ranks (a parameter no rank touched keeps no grad)."""
@@ -639,8 +678,9 @@ class Engine:
             raise ValueError(f"{type(method).__name__} returned weights of shape {tuple(weights.shape)}")
         return torch.where(present, weights, torch.zeros_like(weights))
 
-    @staticmethod
-    def _apply_aggregator(method: Aggregator, jac: Tensor, seen: Tensor, present: Tensor) -> Tensor:
+    def _apply_aggregator(self, method: Aggregator, jac: Tensor, seen: Tensor, present: Tensor) -> Tensor:
+        if self._scale != 1.0:
+            jac = jac / self._scale
         if not bool(present.all()) and "stateless" in type(method).properties and bool(present.any()):
             idx = present.nonzero(as_tuple=True)[0]
             update = method.for_tasks(int(idx.numel())).to(jac.device)(jac[idx], seen[idx])
@@ -649,7 +689,7 @@ class Engine:
         if update.shape != (jac.shape[1],):
             raise ValueError(f"{type(method).__name__} returned an update of shape {tuple(update.shape)}")
         out: Tensor = update.detach()
-        return out
+        return out * self._scale if self._scale != 1.0 else out
 
     @staticmethod
     def _write_shared(shared: list[Tensor], rows: list[Tensor], update: Tensor) -> None:
@@ -671,8 +711,7 @@ class Engine:
             if total is not None:
                 _accumulate(p, total)
 
-    @staticmethod
-    def _backward_method_params(method: Method, stacked: Tensor, weights: Tensor) -> None:
+    def _backward_method_params(self, method: Method, stacked: Tensor, weights: Tensor) -> None:
         """Gradients of the method's own parameters (e.g. learned loss scales), from detached losses."""
         reg = method.regularizer()
         if not weights.requires_grad and reg is None:
@@ -680,17 +719,19 @@ class Engine:
         objective = (weights * stacked.detach()).sum()
         if reg is not None:
             objective = objective + reg
+        if self._scale != 1.0:
+            objective = objective * self._scale
         params = [p for p in method.parameters() if p.requires_grad]
         if params and objective.requires_grad:
             torch.autograd.backward(objective, inputs=params)
 
-    @staticmethod
     def _backward_weighted(
-        losses: Tensor, weights: Tensor, reg: Tensor | None, inputs: Sequence[Tensor] | None = None
+        self, losses: Tensor, weights: Tensor, reg: Tensor | None, inputs: Sequence[Tensor] | None = None
     ) -> None:
+        """Backward of ``Σ_t w_t L_t + S·reg`` (``losses`` already carry the loss scale ``S``)."""
         objective = (weights * losses).sum()
         if reg is not None:
-            objective = objective + reg
+            objective = objective + (reg * self._scale if self._scale != 1.0 else reg)
         if inputs is None:
             torch.autograd.backward(objective)
             return
@@ -706,3 +747,166 @@ def _accumulate(p: Tensor, g: Tensor) -> None:
         p.grad = g.clone()
     else:
         p.grad.add_(g)
+
+
+class Accumulation:
+    """One optimizer step over ``k`` micro-batches, with the update of the union batch.
+
+    Task weights depend on the whole batch (its losses, or its per-task gradients), so they are
+    known only after the last micro-batch. The step therefore makes two passes:
+
+    1. :meth:`measure` each micro-batch: its per-task losses and labelled-row counts, and for a
+       gradient method its contribution to the task Jacobian ("exact" mode: ``T x P_shared``
+       numbers, summed) or to the Gramian of the feature gradients ("features" mode: ``T x T``);
+       no parameter gradient is written. Loss-only methods need only the losses (the trainer runs
+       this forward pass without a graph).
+    2. :meth:`weights` (reduced across processes under ``dist``), then :meth:`backward` each
+       micro-batch with ``Σ_t w_t (n_mt / N_t) L_mt``: the gradients sum to those of the union
+       batch, and :meth:`finish` reduces them across processes and updates the method's own
+       parameters.
+
+    Cost: one extra forward pass per micro-batch (plus, for gradient methods, the Jacobian or
+    feature-Gramian pass of pass 1); memory stays that of one micro-batch (plus ``T x P_shared``
+    in exact mode, as without accumulation).
+    """
+
+    def __init__(self, engine: Engine, gradients: bool) -> None:
+        self.engine = engine
+        self.gradients = gradients
+        t = engine.method.num_tasks
+        self.weighted_losses = torch.zeros(t, dtype=torch.float64)
+        self.counts = torch.zeros(t, dtype=torch.float64)
+        self.rows: list[Tensor] | None = None
+        self.gram: Tensor | None = None
+        self.global_counts: Tensor | None = None
+        self.info: StepInfo | None = None
+
+    def measure(
+        self,
+        losses: Sequence[Tensor],
+        shared_params: Sequence[Tensor],
+        *,
+        counts: Tensor,
+        features: Tensor | None = None,
+        task_features: Sequence[Tensor] | None = None,
+        loss_scale: float = 1.0,
+    ) -> None:
+        """Record one micro-batch's losses (and, for gradient methods, its task-gradient contribution)."""
+        eng = self.engine
+        stacked = torch.stack(list(losses))
+        n = counts.detach().to(torch.float64).cpu()
+        local = stacked.detach().to(torch.float64).cpu()
+        self.weighted_losses += torch.where(n > 0, n * local, torch.zeros_like(local))
+        self.counts += n
+        if not self.gradients:
+            return
+        t = stacked.shape[0]
+        factor = (n * loss_scale).to(dtype=stacked.dtype, device=stacked.device)
+        scaled = [loss * factor[i] for i, loss in enumerate(losses)]
+        present = (n > 0).tolist()
+        if eng.mode == "features":
+            if features is None:
+                raise ValueError("engine: grad_mode='features' needs the model's shared features")
+            if task_features is not None and len(task_features) == t:
+                dz = _task_grads_batched(scaled, task_features, present)
+            else:
+                dz = jacobian(torch.stack(scaled), [features], batched=eng.batched)[0]
+            g = _gramian_of([dz], t)
+            self.gram = g if self.gram is None else self.gram + g
+            return
+        shared = [p for p in shared_params if p.requires_grad]
+        if features is not None and features.requires_grad:
+            if task_features is not None and len(task_features) == t:
+                dz = _task_grads_batched(scaled, task_features, present)
+            else:
+                dz = jacobian(torch.stack(scaled), [features], batched=eng.batched)[0]
+            rows = _vjp([features], shared, [dz], eng.chunk_size, eng.batched)
+        else:
+            rows = jacobian(torch.stack(scaled), shared, chunk_size=eng.chunk_size, batched=eng.batched)
+        if self.rows is None:
+            self.rows = [r.detach() for r in rows]
+        else:
+            for acc, r in zip(self.rows, rows, strict=True):
+                acc.add_(r)
+
+    def weights(self, *, task_names: Sequence[str] | None = None, step: int = 0, loss_scale: float = 1.0) -> Tensor:
+        """The task weights of the union batch (every process gets the same); updates the method's state."""
+        eng = self.engine
+        method = eng.method
+        assert isinstance(method, Weighting)
+        t = method.num_tasks
+        buf = torch.cat([self.weighted_losses, self.counts])
+        if eng.dist is not None:
+            eng.dist.all_reduce([buf], what="reducing task losses")
+        big_n = buf[t:]
+        self.global_counts = big_n
+        losses = torch.where(big_n > 0, buf[:t] / big_n.clamp_min(1), torch.zeros(t, dtype=torch.float64))
+        present = big_n > 0
+        bad = (~torch.isfinite(losses) & present).nonzero(as_tuple=True)[0].tolist()
+        if bad:
+            names = [task_names[i] if task_names else str(i) for i in bad]
+            raise NonFiniteLossError(
+                f"loss of task(s) {names} became {[float(losses[i]) for i in bad]} at step {step}; lower the learning "
+                "rate, check the targets of these tasks, or use a weighting that normalises loss scales",
+                names,
+                step,
+            )
+        seen = torch.where(present, losses, eng.last_losses)
+        eng.last_losses = seen
+        device = next((p.device for p in method.buffers()), torch.device("cpu"))
+        seen_t = seen.to(dtype=torch.float32, device=device)
+        present_t = present.to(device)
+        g: Tensor | None = None
+        if eng.needs_gradients() and not self.gradients:
+            eng.steps_since_refresh += 1
+            weights = torch.where(present_t, eng.cached_weights.to(seen_t), torch.zeros_like(seen_t))
+        else:
+            if self.gradients:
+                eng.steps_since_refresh = 0
+                inv = torch.where(big_n > 0, 1.0 / big_n.clamp_min(1), torch.zeros_like(big_n)) / loss_scale
+                if eng.mode == "features":
+                    assert self.gram is not None
+                    if eng.dist is not None:
+                        eng.dist.all_reduce([self.gram], what="reducing the Gramian")
+                    d = inv.to(self.gram)
+                    g = self.gram * torch.outer(d, d)
+                else:
+                    assert self.rows is not None
+                    if eng.dist is not None:
+                        eng.dist.all_reduce(self.rows, what="reducing the task Jacobian")
+                    d = inv.to(self.rows[0])
+                    g = _gramian_of([r * d.view(-1, *([1] * (r.dim() - 1))) for r in self.rows], t)
+                g = g.to(seen_t)
+            weights = eng._weights(method, seen_t, g, present_t)
+            if self.gradients:
+                eng._remember(weights)
+        self.info = StepInfo(seen_t, weights.detach(), present_t, None if g is None else g.detach())
+        self._weights = weights
+        self.rows, self.gram = None, None  # free the Jacobian before pass 2
+        return weights
+
+    def backward(
+        self, losses: Sequence[Tensor], params: Sequence[Tensor], *, counts: Tensor, loss_scale: float = 1.0
+    ) -> None:
+        """Pass 2 for one micro-batch: gradients of ``Σ_t w_t (n_mt / N_t) L_mt`` into ``params``."""
+        assert self.global_counts is not None, "call weights() after measuring every micro-batch"
+        stacked = torch.stack(list(losses))
+        n = counts.detach().to(torch.float64).cpu()
+        big_n = self.global_counts
+        share = torch.where(big_n > 0, n / big_n.clamp_min(1), torch.zeros_like(n)) * loss_scale
+        w = self._weights.detach().to(stacked) * share.to(stacked)
+        targets = [p for p in self.engine._model_only(params) if p.requires_grad]
+        objective = (w * stacked).sum()
+        if targets and objective.requires_grad:
+            torch.autograd.backward(objective, inputs=targets)
+
+    def finish(self, params: Sequence[Tensor], *, loss_scale: float = 1.0) -> StepInfo:
+        """Reduce the model's gradients across processes; gradients of the method's own parameters."""
+        eng = self.engine
+        assert self.info is not None
+        if eng.dist is not None:
+            eng._sync(eng._model_only(params))
+        eng._scale = float(loss_scale)
+        eng._backward_method_params(eng.method, self.info.losses, self._weights)
+        eng._scale = 1.0
+        return self.info

@@ -39,11 +39,33 @@ from .checkpoint import CheckpointError
 from .config import ConfigError, component_params, dump_config, load_config_file, resolve_config
 from .data import DATASETS, load_table
 from .data.base import MultiTaskData
+from .distributed import Distributed
 from .metrics import delta_m, relative_change
 from .trainer import Trainer
 from .weighting import create_weighting
 
-__all__ = ["format_summary", "load_data", "run", "train_one"]
+__all__ = ["format_summary", "load_data", "on_main", "run", "train_one"]
+
+
+def on_main(dist: Distributed | None, fn: Callable[[], Any]) -> Any:
+    """``fn()`` on rank 0 only, its result (or its error) shared with every rank.
+
+    Decisions that read the clock or the file system (the run directory's name, whether a phase has
+    already finished) are taken once, so that the ranks cannot disagree; file writes happen once.
+    """
+    if dist is None:
+        return fn()
+    value: Any = None
+    error: BaseException | None = None
+    if dist.is_main:
+        try:
+            value = fn()
+        except (ConfigError, CheckpointError, ValueError, OSError) as exc:
+            error = exc
+    value, error = dist.broadcast_object((value, error), what="sharing rank 0's decision")
+    if error is not None:
+        raise error
+    return value
 
 
 def load_data(cfg: dict[str, Any]) -> MultiTaskData:
@@ -68,23 +90,30 @@ def train_one(
     weighting_params: dict[str, Any] | None = None,
     resume: bool = False,
     stream: TextIO | None = None,
+    dist: Distributed | None = None,
 ) -> dict[str, Any]:
     """Train one model on ``data`` under the recipe of ``cfg``; write and return its result.
 
     The model is initialised from ``torch.manual_seed(train.seed)``, so every phase of a run
-    starts from the same seed.
+    starts from the same seed. Under ``dist`` every rank trains its share and rank 0 writes.
     """
-    out.mkdir(parents=True, exist_ok=True)
     result_path = out / "result.json"
-    if resume and result_path.exists():
-        result: dict[str, Any] = json.loads(result_path.read_text())
+
+    def finished() -> dict[str, Any] | None:
+        out.mkdir(parents=True, exist_ok=True)
+        done: dict[str, Any] | None = json.loads(result_path.read_text()) if resume and result_path.exists() else None
+        return done
+
+    previous = on_main(dist, finished)
+    if previous is not None:
+        result: dict[str, Any] = previous
         return result
     tr = cfg["train"]
     torch.manual_seed(tr["seed"])
     model = build_model(cfg["model"]["architecture"], data.input_shape, data.tasks, **component_params(cfg, "model"))
     name = weighting or cfg["weighting"]["name"]
     params = component_params(cfg, "weighting") if weighting_params is None else weighting_params
-    quiet = cfg["run"]["quiet"]
+    quiet = cfg["run"]["quiet"] or (dist is not None and not dist.is_main)
     callbacks = [] if quiet else [ProgressBar(label, stream=stream)]
     trainer = Trainer(
         model,
@@ -104,6 +133,10 @@ def train_one(
         callbacks=callbacks,
         config=cfg,
         device=tr["device"],
+        precision=tr["precision"],
+        accumulate=tr["accumulate"],
+        compile=tr["compile"],
+        dist=dist,
     )
     t0 = time.perf_counter()
     trainer.fit(data, resume=resume)
@@ -122,8 +155,9 @@ def train_one(
         "last_epoch_val": trainer.history[-1]["val"],
         "seconds": seconds,
         "parameters": sum(p.numel() for p in model.parameters()),
+        "processes": 1 if dist is None else dist.world_size,
     }
-    result_path.write_text(json.dumps(result, indent=2))
+    on_main(dist, lambda: result_path.write_text(json.dumps(result, indent=2)))
     return result
 
 
@@ -150,6 +184,7 @@ def run(
     resume: bool = False,
     stream: TextIO | None = None,
     on_phase: Callable[[str], None] | None = None,
+    dist: Distributed | None = None,
 ) -> dict[str, Any]:
     """Train the multi-task model and its single-task baselines; return the summary.
 
@@ -159,29 +194,42 @@ def run(
         resume: continue the run in ``run_dir`` (its saved config is used; ``cfg`` is ignored).
         stream: where progress goes (default stderr).
         on_phase: called with each phase label before it starts (used by tests).
+        dist: the process group when launched by ``torchrun`` (rank 0 names the run directory
+            and writes every file; all ranks train).
     """
     if resume:
         if run_dir is None:
             raise ConfigError("resume needs the run directory to continue")
-        run_dir = Path(run_dir)
-        if not (run_dir / "config.yaml").is_file():
-            raise CheckpointError(f"{str(run_dir)!r} is not a multitask run directory (no config.yaml)")
+        resume_dir = Path(run_dir)
+
+        def saved_config() -> dict[str, Any]:
+            if not (resume_dir / "config.yaml").is_file():
+                raise CheckpointError(f"{str(resume_dir)!r} is not a multitask run directory (no config.yaml)")
+            return load_config_file(resume_dir / "config.yaml")
+
         quiet = cfg.get("run", {}).get("quiet", False) if cfg else False
-        cfg = resolve_config(load_config_file(run_dir / "config.yaml"))
+        cfg = resolve_config(on_main(dist, saved_config))
         cfg["run"]["quiet"] = quiet
+        rdir = resume_dir
     else:
         cfg = resolve_config(cfg)
-        run_dir = Path(run_dir) if run_dir is not None else _new_run_dir(cfg)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise ConfigError(f"run directory {str(run_dir)!r} is not empty; use --resume to continue it")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, run_dir / "config.yaml")
+        chosen = Path(run_dir) if run_dir is not None else None
+
+        def new_dir() -> Path:
+            d = chosen if chosen is not None else _new_run_dir(cfg)
+            if d.exists() and any(d.iterdir()):
+                raise ConfigError(f"run directory {str(d)!r} is not empty; use --resume to continue it")
+            d.mkdir(parents=True, exist_ok=True)
+            dump_config(cfg, d / "config.yaml")
+            return d
+
+        rdir = on_main(dist, new_dir)
 
     data = load_data(cfg)
-    (run_dir / "data.json").write_text(json.dumps(data.summary(), indent=2, default=str))
+    on_main(dist, lambda: (rdir / "data.json").write_text(json.dumps(data.summary(), indent=2, default=str)))
     if on_phase:
         on_phase("multitask")
-    mtl = train_one(cfg, data, run_dir / "multitask", label="multi-task", resume=resume, stream=stream)
+    mtl = train_one(cfg, data, rdir / "multitask", label="multi-task", resume=resume, stream=stream, dist=dist)
     single: dict[str, dict[str, Any]] = {}
     main_tasks = [t for t in data.tasks if not t.auxiliary]
     if cfg["run"]["baselines"]:
@@ -191,16 +239,18 @@ def run(
             single[task.name] = train_one(
                 cfg,
                 data.select_tasks([task.name]),
-                run_dir / "single" / task.name,
+                rdir / "single" / task.name,
                 label=f"single:{task.name}",
                 weighting="equal",
                 weighting_params={},
                 resume=resume,
                 stream=stream,
+                dist=dist,
             )
-        (run_dir / "baselines.json").write_text(json.dumps(single, indent=2))
-    summary = _summarise(cfg, data, mtl, single, run_dir)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        on_main(dist, lambda: (rdir / "baselines.json").write_text(json.dumps(single, indent=2)))
+    summary = _summarise(cfg, data, mtl, single, rdir)
+    summary["processes"] = 1 if dist is None else dist.world_size
+    on_main(dist, lambda: (rdir / "summary.json").write_text(json.dumps(summary, indent=2)))
     return summary
 
 

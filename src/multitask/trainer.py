@@ -9,6 +9,7 @@ state, RNG state, position inside the epoch, running sums, best-validation state
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import time
@@ -32,7 +33,9 @@ from .registry import UnknownNameError, unknown_name_message
 from .tasks import Task
 from .weighting.base import Weighting, create_weighting
 
-__all__ = ["OPTIMIZERS", "Trainer", "evaluate"]
+__all__ = ["OPTIMIZERS", "PRECISIONS", "Trainer", "evaluate"]
+
+PRECISIONS = ("32", "bf16", "fp16")
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -86,6 +89,29 @@ def evaluate(
     return result
 
 
+def _compile_parts(model: nn.Module) -> None:
+    """``torch.compile`` the forward of every part of ``model`` in place (state_dict keys unchanged)."""
+    import torch._functorch.config as functorch_config
+
+    functorch_config.donated_buffer = False
+    parts = []
+    for child in model.children():
+        parts += list(child.children()) if isinstance(child, nn.ModuleDict | nn.ModuleList) else [child]
+    for part in parts:
+        part.forward = torch.compile(part.forward)  # type: ignore[method-assign]
+
+
+def _rng_state(device: str) -> tuple[Tensor, Tensor | None]:
+    cuda = torch.cuda.get_rng_state(torch.device(device)) if device.startswith("cuda") else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(device: str, state: tuple[Tensor, Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], torch.device(device))
+
+
 def _shard_split(split: TensorSplit, part: slice) -> TensorSplit:
     return TensorSplit(
         split.inputs[part],
@@ -123,6 +149,18 @@ class Trainer:
         callbacks: hooks called during training (progress bars, loggers, ...).
         config: the resolved run config, stored inside every checkpoint.
         device: "cpu", "cuda", ... or "auto" (CUDA when available).
+        precision: "32" (float32), "bf16" (bfloat16 autocast, e.g. on CPU) or "fp16" (float16
+            autocast with a ``torch.amp.GradScaler``). The losses, the Gramian and the weights
+            are computed in float32.
+        accumulate: micro-batches per optimizer step: each batch is split in ``accumulate``
+            parts processed one after another, with the update of the whole batch (see
+            :class:`multitask.engine.Accumulation`; one extra forward pass per micro-batch).
+        compile: ``torch.compile`` the forward of each part of the model (the trunk, each head),
+            with AOTAutograd's donated buffers off (they forbid the retained graph that per-task
+            gradients need). Supported when the trunk is backpropagated once per step: loss-only
+            weightings, and gradient methods in "features" modes. Exact-mode Jacobians through a
+            compiled trunk are wrong in torch 2.13 (measured: docs/distributed.md), so that
+            combination is refused.
         dist: the process group for data-parallel training (see :mod:`multitask.distributed`).
             ``batch_size`` is then the *global* batch: each rank trains on its contiguous share of
             every batch, the engine reduces what the method needs, validation predictions are
@@ -151,6 +189,9 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         config: dict[str, Any] | None = None,
         device: str = "cpu",
+        precision: str = "32",
+        accumulate: int = 1,
+        compile: bool = False,
         dist: Distributed | None = None,
     ) -> None:
         self.tasks = list(tasks)
@@ -171,6 +212,9 @@ class Trainer:
         if optimizer not in OPTIMIZERS:
             raise UnknownNameError(unknown_name_message("optimizer", optimizer, list(OPTIMIZERS)))
         parse_grad_mode(grad_mode)  # validates, naming the value
+        if precision not in PRECISIONS:
+            raise ValueError(f"Trainer: precision={precision!r} must be one of {list(PRECISIONS)}")
+        _check_positive_int("accumulate", accumulate)
         if checkpoint_every < 0:
             raise ValueError(f"Trainer: checkpoint_every={checkpoint_every!r} must be >= 0 (0: epoch ends only)")
         self.dist = dist if dist is not None and dist.world_size > 1 else None
@@ -192,7 +236,30 @@ class Trainer:
                 f"Trainer: the weighting was built for num_tasks={weighting.num_tasks} but there are {len(self.tasks)} tasks"
             )
         self.weighting = weighting.to(device)
-        self.engine = Engine(self.weighting, grad_mode=grad_mode, chunk_size=chunk_size, dist=self.dist)
+        self.engine = Engine(
+            self.weighting, grad_mode=grad_mode, chunk_size=chunk_size, dist=self.dist, batched=not compile
+        )
+        self.compiled = bool(compile)
+        if compile and self.engine.needs_gradients() and self.engine.mode == "exact":
+            raise ValueError(
+                f"Trainer: compile=True with grad_mode={grad_mode!r} and {type(self.weighting).__name__}: exact-mode "
+                "Jacobians through a torch.compile'd trunk come out wrong in torch 2.13; use grad_mode='features' "
+                "(or 'features+every:K'), or compile=False"
+            )
+        if compile:
+            _compile_parts(self.model)
+        if accumulate > 1:
+            self.engine.start_accumulation()  # refuses methods that cannot accumulate, naming them
+            if batch_size < accumulate * (self.dist.world_size if self.dist is not None else 1):
+                raise ValueError(
+                    f"Trainer: batch_size={batch_size} cannot be split into accumulate={accumulate} micro-batches "
+                    "on every process; lower accumulate or raise batch_size"
+                )
+        self.precision, self.accumulate = precision, accumulate
+        device_type = torch.device(device).type
+        self.autocast_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.device_type = device_type
+        self.scaler = torch.amp.GradScaler(device_type) if precision == "fp16" else None
         self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, float(lr), seed
         self.optimizer_name, self.weight_decay = optimizer, float(weight_decay)
         params = list(self.model.parameters()) + list(self.weighting.parameters())
@@ -303,6 +370,50 @@ class Trainer:
         n = torch.stack(counts)
         return losses, n > 0, n
 
+    def _forward(self, inputs: Tensor) -> tuple[dict[str, Tensor], Tensor | None, dict[str, Tensor] | None]:
+        """The model's outputs (float32), shared features and per-task feature views, under autocast."""
+        if self.autocast_dtype is None:
+            return self.model.forward_task_features(inputs)
+        with torch.autocast(self.device_type, dtype=self.autocast_dtype):
+            outputs, features, views = self.model.forward_task_features(inputs)
+        return {k: v.float() for k, v in outputs.items()}, features, views
+
+    def _accumulated_step(self, batch: Batch, shared: list[nn.Parameter], other: Sequence[Tensor], scale: float) -> Any:
+        """Two passes over ``accumulate`` micro-batches (see :class:`multitask.engine.Accumulation`)."""
+        acc = self.engine.start_accumulation()
+        n = len(batch)
+        bounds = [(i * n) // self.accumulate for i in range(self.accumulate + 1)]
+        micro = [_shard_batch(batch, slice(lo, hi)) for lo, hi in itertools.pairwise(bounds)]
+        rng = []
+        for mb in micro:
+            rng.append(_rng_state(self.device))
+            if acc.gradients:
+                outputs, features, views = self._forward(mb.inputs)
+                losses, _, counts = self._losses(mb, outputs)
+                acc.measure(
+                    losses,
+                    shared,
+                    counts=counts,
+                    features=features,
+                    task_features=[views[t] for t in self.task_names] if views is not None else None,
+                    loss_scale=scale,
+                )
+            else:
+                with torch.no_grad():
+                    outputs, _, _ = self._forward(mb.inputs)
+                    losses, _, counts = self._losses(mb, outputs)
+                acc.measure(losses, shared, counts=counts)
+        acc.weights(task_names=self.task_names, step=self.global_step + 1, loss_scale=scale)
+        after = _rng_state(self.device)
+        params = [*shared, *other]
+        for mb, state in zip(micro, rng, strict=True):
+            _set_rng_state(self.device, state)  # the same dropout masks as in pass 1
+            outputs, _, _ = self._forward(mb.inputs)
+            losses, _, counts = self._losses(mb, outputs)
+            acc.backward(losses, params, counts=counts, loss_scale=scale)
+        _set_rng_state(self.device, after)
+        return acc.finish(params, loss_scale=scale)
+
     def _train_epoch(self, train: TensorSplit, val: TensorSplit, shared: list[nn.Parameter]) -> None:
         shared_ids = {id(p) for p in shared}
         other = [p for p in self.model.parameters() if id(p) not in shared_ids] + list(self.weighting.parameters())
@@ -318,21 +429,30 @@ class Trainer:
             if self.dist is not None:
                 batch = _shard_batch(batch, self.dist.shard(len(batch)))
             batch = batch.to(self.device)
-            outputs, features, views = self.model.forward_task_features(batch.inputs)
-            losses, present, counts = self._losses(batch, outputs)
             self.optimizer.zero_grad(set_to_none=True)
-            info = self.engine.backward(
-                losses,
-                shared,
-                other_params=other,
-                present=present,
-                counts=counts,
-                features=features if self.engine.needs_gradients() else None,
-                task_features=[views[n] for n in self.task_names] if views is not None else None,
-                task_names=self.task_names,
-                step=self.global_step + 1,
-            )
-            self.optimizer.step()
+            scale = float(self.scaler.get_scale()) if self.scaler is not None else 1.0
+            if self.accumulate == 1:
+                outputs, features, views = self._forward(batch.inputs)
+                losses, present, counts = self._losses(batch, outputs)
+                info = self.engine.backward(
+                    losses,
+                    shared,
+                    other_params=other,
+                    present=present,
+                    counts=counts,
+                    features=features if self.engine.needs_gradients() else None,
+                    task_features=[views[n] for n in self.task_names] if views is not None else None,
+                    task_names=self.task_names,
+                    step=self.global_step + 1,
+                    loss_scale=scale,
+                )
+            else:
+                info = self._accumulated_step(batch, shared, other, scale)
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             self.global_step += 1
             self.batch_in_epoch += 1
             p = info.present.cpu()
@@ -395,6 +515,7 @@ class Trainer:
             "weighting": self.weighting.state_dict(),
             "weighting_name": self.weighting.name,
             "engine": self.engine.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "rng": torch.get_rng_state(),
             "progress": {
                 "epoch": self.epoch,
@@ -415,6 +536,8 @@ class Trainer:
                 "weight_decay": self.weight_decay,
                 "seed": self.seed,
                 "grad_mode": self.engine.grad_mode,
+                "precision": self.precision,
+                "accumulate": self.accumulate,
             },
             "versions": {"multitask": __version__, "torch": str(torch.__version__)},
         }
@@ -460,6 +583,8 @@ class Trainer:
             )
         recipe = ckpt.get("recipe", {})
         mine = self.state()["recipe"]
+        mine.pop("accumulate")  # the same updates with any number of micro-batches (or processes)
+        recipe = {"precision": "32", **recipe}  # checkpoints older than the precision option
         diff = {k: (recipe.get(k), v) for k, v in mine.items() if recipe.get(k) != v}
         if diff:
             raise CheckpointError(
@@ -475,6 +600,8 @@ class Trainer:
                 f"checkpoint {str(path)!r} does not fit this model: {str(exc).splitlines()[0]}"
             ) from exc
         self.engine.load_state_dict(ckpt["engine"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
         torch.set_rng_state(ckpt["rng"])
         prog = ckpt["progress"]
         self.epoch, self.batch_in_epoch = int(prog["epoch"]), int(prog["batch_in_epoch"])
