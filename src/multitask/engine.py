@@ -119,14 +119,11 @@ def _vjp(
     inputs: Sequence[Tensor],
     grad_outputs: Sequence[Tensor],
     chunk_size: int | None,
-    batched: bool = True,
 ) -> list[Tensor]:
     """Row-batched vector-Jacobian products: ``result[j][r] = Σ_o ⟨grad_outputs[o][r], ∂outputs[o]/∂inputs[j]⟩``.
 
     Rows are processed ``chunk_size`` at a time with ``is_grads_batched`` (vmap over the backward
-    graph); operations that cannot be batched fall back to one backward per row, and so does
-    everything with ``batched=False`` (needed for ``torch.compile``d graphs, whose batched backward
-    is silently wrong in torch 2.13: see docs/distributed.md).
+    graph); operations that cannot be batched fall back to one backward per row.
     """
     rows = grad_outputs[0].shape[0]
     step = rows if not chunk_size else max(1, int(chunk_size))
@@ -134,8 +131,6 @@ def _vjp(
     for lo in range(0, rows, step):
         go = [g[lo : lo + step] for g in grad_outputs]
         try:
-            if not batched:
-                raise RuntimeError("per-row backward requested")
             res = torch.autograd.grad(
                 list(outputs),
                 list(inputs),
@@ -166,7 +161,6 @@ def jacobian(
     *,
     features: Tensor | None = None,
     chunk_size: int | None = None,
-    batched: bool = True,
 ) -> list[Tensor]:
     """Per-input Jacobians ``[T, *input.shape]`` of the task ``losses`` with respect to ``inputs``.
 
@@ -176,9 +170,9 @@ def jacobian(
     t = losses.shape[0]
     eye = torch.eye(t, dtype=losses.dtype, device=losses.device)
     if features is None:
-        return _vjp([losses], inputs, [eye], chunk_size, batched)
-    (dz,) = _vjp([losses], [features], [eye], chunk_size, batched)
-    return _vjp([features], inputs, [dz], chunk_size, batched)
+        return _vjp([losses], inputs, [eye], chunk_size)
+    (dz,) = _vjp([losses], [features], [eye], chunk_size)
+    return _vjp([features], inputs, [dz], chunk_size)
 
 
 def _gramian_of(rows: Sequence[Tensor], t: int) -> Tensor:
@@ -258,8 +252,6 @@ class Engine:
             every step then reduces what the method needs across the ranks, so the update equals
             single-process training on the union of the ranks' batches. ``backward`` must then get
             ``counts`` (labelled rows per task) and ``other_params``.
-        batched: compute Jacobian rows with batched backward passes (vmap). Set False when the
-            model is ``torch.compile``d: then one backward per row (slower, and correct).
     """
 
     def __init__(
@@ -269,7 +261,6 @@ class Engine:
         grad_mode: str = "exact",
         chunk_size: int | None = None,
         dist: Distributed | None = None,
-        batched: bool = True,
     ) -> None:
         self.mode, self.every = parse_grad_mode(grad_mode)
         if isinstance(method, Aggregator) and self.every > 1:
@@ -289,7 +280,6 @@ class Engine:
         self.grad_mode = grad_mode
         self.chunk_size = chunk_size
         self.dist = dist
-        self.batched = batched
         self._scale = 1.0
         t = method.num_tasks
         self.last_losses = torch.ones(t, dtype=torch.float64)
@@ -440,7 +430,7 @@ class Engine:
             )
         # general path: batched VJPs from the stacked losses
         targets = [features] if self.mode == "features" and features is not None else shared
-        rows = jacobian(stacked, targets, chunk_size=self.chunk_size, batched=self.batched)
+        rows = jacobian(stacked, targets, chunk_size=self.chunk_size)
         if isinstance(method, Aggregator):
             assert other_params is not None
             return self._aggregate_rows(method, rows, stacked, seen, present, shared, other_params, features)
@@ -493,7 +483,7 @@ class Engine:
         else:
             tg = _task_grads(loss_list, features, other, present.tolist())
             heads_later = False
-        rows = _vjp([features], shared, [tg.dz], self.chunk_size, self.batched) if self.mode == "exact" else [tg.dz]
+        rows = _vjp([features], shared, [tg.dz], self.chunk_size) if self.mode == "exact" else [tg.dz]
         if isinstance(method, Aggregator):
             ones = torch.where(present, torch.ones_like(seen), torch.zeros_like(seen))
             if self.mode == "exact":
@@ -760,7 +750,7 @@ class Accumulation:
        numbers, summed) or to the Gramian of the feature gradients ("features" mode: ``T x T``);
        no parameter gradient is written. Loss-only methods need only the losses (the trainer runs
        this forward pass without a graph).
-    2. :meth:`weights` (reduced across processes under ``dist``), then :meth:`backward` each
+    2. :meth:`weights` (reduced across processes under ``dist``), then :meth:`apply` to each
        micro-batch with ``Σ_t w_t (n_mt / N_t) L_mt``: the gradients sum to those of the union
        batch, and :meth:`finish` reduces them across processes and updates the method's own
        parameters.
@@ -810,7 +800,7 @@ class Accumulation:
             if task_features is not None and len(task_features) == t:
                 dz = _task_grads_batched(scaled, task_features, present)
             else:
-                dz = jacobian(torch.stack(scaled), [features], batched=eng.batched)[0]
+                dz = jacobian(torch.stack(scaled), [features])[0]
             g = _gramian_of([dz], t)
             self.gram = g if self.gram is None else self.gram + g
             return
@@ -819,10 +809,10 @@ class Accumulation:
             if task_features is not None and len(task_features) == t:
                 dz = _task_grads_batched(scaled, task_features, present)
             else:
-                dz = jacobian(torch.stack(scaled), [features], batched=eng.batched)[0]
-            rows = _vjp([features], shared, [dz], eng.chunk_size, eng.batched)
+                dz = jacobian(torch.stack(scaled), [features])[0]
+            rows = _vjp([features], shared, [dz], eng.chunk_size)
         else:
-            rows = jacobian(torch.stack(scaled), shared, chunk_size=eng.chunk_size, batched=eng.batched)
+            rows = jacobian(torch.stack(scaled), shared, chunk_size=eng.chunk_size)
         if self.rows is None:
             self.rows = [r.detach() for r in rows]
         else:
@@ -885,7 +875,7 @@ class Accumulation:
         self.rows, self.gram = None, None  # free the Jacobian before pass 2
         return weights
 
-    def backward(
+    def apply(
         self, losses: Sequence[Tensor], params: Sequence[Tensor], *, counts: Tensor, loss_scale: float = 1.0
     ) -> None:
         """Pass 2 for one micro-batch: gradients of ``Σ_t w_t (n_mt / N_t) L_mt`` into ``params``."""

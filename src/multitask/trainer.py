@@ -146,7 +146,8 @@ class Trainer:
         checkpoint_path: where to write checkpoints (None: keep nothing on disk).
         checkpoint_every: also checkpoint every this many steps (0: only at epoch ends).
         metrics_path: a JSON-lines file that receives one record per epoch.
-        callbacks: hooks called during training (progress bars, loggers, ...).
+        callbacks: hooks called during training (progress bars, loggers, ...); under ``dist`` they run
+            on every rank (``trainer.is_main`` tells rank 0).
         config: the resolved run config, stored inside every checkpoint.
         device: "cpu", "cuda", ... or "auto" (CUDA when available).
         precision: "32" (float32), "bf16" (bfloat16 autocast, e.g. on CPU) or "fp16" (float16
@@ -236,9 +237,7 @@ class Trainer:
                 f"Trainer: the weighting was built for num_tasks={weighting.num_tasks} but there are {len(self.tasks)} tasks"
             )
         self.weighting = weighting.to(device)
-        self.engine = Engine(
-            self.weighting, grad_mode=grad_mode, chunk_size=chunk_size, dist=self.dist, batched=not compile
-        )
+        self.engine = Engine(self.weighting, grad_mode=grad_mode, chunk_size=chunk_size, dist=self.dist)
         self.compiled = bool(compile)
         if compile and self.engine.needs_gradients() and self.engine.mode == "exact":
             raise ValueError(
@@ -410,7 +409,7 @@ class Trainer:
             _set_rng_state(self.device, state)  # the same dropout masks as in pass 1
             outputs, _, _ = self._forward(mb.inputs)
             losses, _, counts = self._losses(mb, outputs)
-            acc.backward(losses, params, counts=counts, loss_scale=scale)
+            acc.apply(losses, params, counts=counts, loss_scale=scale)
         _set_rng_state(self.device, after)
         return acc.finish(params, loss_scale=scale)
 
@@ -430,7 +429,8 @@ class Trainer:
                 batch = _shard_batch(batch, self.dist.shard(len(batch)))
             batch = batch.to(self.device)
             self.optimizer.zero_grad(set_to_none=True)
-            scale = float(self.scaler.get_scale()) if self.scaler is not None else 1.0
+            # the engine multiplies the losses by the scaler's current scale S (scaler.scale(1) == S)
+            scale = float(self.scaler.scale(torch.ones((), device=self.device))) if self.scaler is not None else 1.0
             if self.accumulate == 1:
                 outputs, features, views = self._forward(batch.inputs)
                 losses, present, counts = self._losses(batch, outputs)

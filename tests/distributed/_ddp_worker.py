@@ -30,7 +30,9 @@ from multitask.weighting import create_weighting
 
 METHODS = ("equal", "uncertainty", "gradnorm", "mgda", "pcgrad", "cagrad", "nash_mtl", "upgrad")
 MODES = ("exact", "features")
-CASES = [(m, g) for m in METHODS for g in MODES if not (m in ("equal", "uncertainty") and g == "features")]
+CASES = [(m, g) for m in METHODS for g in MODES]
+# the same, with each rank's share split again into 2 micro-batches (gradient accumulation)
+ACCUMULATE_CASES = [("uncertainty", "exact"), ("mgda", "exact"), ("upgrad", "features"), ("dwa", "every:3")]
 GLOBAL_BATCH = 16
 STEPS = 10
 
@@ -104,8 +106,10 @@ def main(argv: list[str]) -> int:
             trainer, data = make_trainer(method, mode, dist)
             trainer.fit(data)
             torch.save(flat_params(trainer), out / f"{method}-{mode}-w{world}-rank{rank}.pt")
-            if dist is not None:
-                torch.save(dist.bytes_communicated, out / f"{method}-{mode}-w{world}-rank{rank}.bytes")
+        for method, mode in ACCUMULATE_CASES:
+            trainer, data = make_trainer(method, mode, dist, accumulate=2)
+            trainer.fit(data)
+            torch.save(flat_params(trainer), out / f"{method}-{mode}-acc2-w{world}-rank{rank}.pt")
     elif scenario in ("interrupt", "resume"):
         method, mode = "pcgrad", "exact"
         callbacks = [StopAt(int(argv[2]))] if scenario == "interrupt" else []

@@ -64,6 +64,18 @@ def test_two_processes_equal_one_process_on_the_union_batch(equivalence_runs: Pa
     assert float((r0 - one).abs().max()) <= 1e-5
 
 
+@pytest.mark.parametrize(("method", "mode"), worker.ACCUMULATE_CASES)
+def test_accumulation_under_two_processes_equals_one_process(equivalence_runs: Path, method: str, mode: str) -> None:
+    """2 processes x 2 micro-batches of 4 rows == 1 process x 2 micro-batches of 8 rows == the plain 16-row step."""
+    one = torch.load(equivalence_runs / f"{method}-{mode}-acc2-w1-rank0.pt")
+    two = torch.load(equivalence_runs / f"{method}-{mode}-acc2-w2-rank0.pt")
+    assert torch.equal(two, torch.load(equivalence_runs / f"{method}-{mode}-acc2-w2-rank1.pt"))
+    assert float((two - one).abs().max()) <= 1e-5
+    plain, data = worker.make_trainer(method, mode, None)
+    plain.fit(data)
+    assert float((worker.flat_params(plain) - one).abs().max()) <= 1e-5
+
+
 def test_per_rank_methods_would_differ(equivalence_runs: Path) -> None:
     """The check above can fail: the same method on half the batch (what naive DDP does per rank) differs."""
     from multitask.trainer import Trainer
