@@ -326,6 +326,7 @@ class Engine:
         task_names: Sequence[str] | None = None,
         step: int = 0,
         loss_scale: float = 1.0,
+        extra_loss: Tensor | None = None,
     ) -> StepInfo:
         """Weight or aggregate the task losses' gradients; gradients accumulate in ``.grad``.
 
@@ -352,10 +353,48 @@ class Engine:
                 backward pass runs on ``S`` times the losses (so fp16 gradients do not underflow)
                 and every gradient written is ``S`` times the true one, for the scaler to unscale;
                 the method still sees the true losses and Gramian (``G / S²``, in float32).
+            extra_loss: a penalty on the parameters added unweighted to the objective (e.g. the
+                model's :meth:`~multitask.architectures.MultiTaskModel.regularizer`); it reaches
+                no task's gradient and, depending only on the parameters, is not reduced under ``dist``.
 
         Raises:
             NonFiniteLossError: a present task's loss is NaN or infinite.
         """
+        info = self._step(
+            losses,
+            shared_params,
+            other_params=other_params,
+            present=present,
+            counts=counts,
+            features=features,
+            task_features=task_features,
+            task_names=task_names,
+            step=step,
+            loss_scale=loss_scale,
+        )
+        if extra_loss is not None:
+            self._backward_extra(extra_loss, [*shared_params, *(other_params or [])], loss_scale)
+        return info
+
+    def _backward_extra(self, extra: Tensor, params: Sequence[Tensor], loss_scale: float) -> None:
+        targets = [p for p in self._model_only(params) if p.requires_grad]
+        if targets and extra.requires_grad:
+            torch.autograd.backward(extra * loss_scale if loss_scale != 1.0 else extra, inputs=targets)
+
+    def _step(
+        self,
+        losses: Tensor | Sequence[Tensor],
+        shared_params: Sequence[Tensor],
+        *,
+        other_params: Sequence[Tensor] | None,
+        present: Tensor | None,
+        counts: Tensor | None,
+        features: Tensor | None,
+        task_features: Sequence[Tensor] | None,
+        task_names: Sequence[str] | None,
+        step: int,
+        loss_scale: float,
+    ) -> StepInfo:
         method = self.method
         t = method.num_tasks
         loss_list = list(losses) if not isinstance(losses, Tensor) else None
@@ -890,12 +929,16 @@ class Accumulation:
         if targets and objective.requires_grad:
             torch.autograd.backward(objective, inputs=targets)
 
-    def finish(self, params: Sequence[Tensor], *, loss_scale: float = 1.0) -> StepInfo:
-        """Reduce the model's gradients across processes; gradients of the method's own parameters."""
+    def finish(
+        self, params: Sequence[Tensor], *, loss_scale: float = 1.0, extra_loss: Tensor | None = None
+    ) -> StepInfo:
+        """Reduce the model's gradients across processes; the method's own parameters; ``extra_loss`` once."""
         eng = self.engine
         assert self.info is not None
         if eng.dist is not None:
             eng._sync(eng._model_only(params))
+        if extra_loss is not None:
+            eng._backward_extra(extra_loss, params, loss_scale)
         eng._scale = float(loss_scale)
         eng._backward_method_params(eng.method, self.info.losses, self._weights)
         eng._scale = 1.0

@@ -238,6 +238,12 @@ class Trainer:
             )
         self.weighting = weighting.to(device)
         self.engine = Engine(self.weighting, grad_mode=grad_mode, chunk_size=chunk_size, dist=self.dist)
+        if self.engine.needs_gradients() and not any(p.requires_grad for p in model.shared_parameters()):
+            raise ValueError(
+                f"Trainer: {type(model).__name__} shares no parameters, so {type(self.weighting).__name__}, which "
+                "balances the gradients of shared parameters, does not apply; use a loss-based weighting "
+                "(equal, uncertainty, dwa, ...; see `multitask list weightings`)"
+            )
         self.compiled = bool(compile)
         if compile and self.engine.needs_gradients() and self.engine.mode == "exact":
             raise ValueError(
@@ -411,7 +417,7 @@ class Trainer:
             losses, _, counts = self._losses(mb, outputs)
             acc.apply(losses, params, counts=counts, loss_scale=scale)
         _set_rng_state(self.device, after)
-        return acc.finish(params, loss_scale=scale)
+        return acc.finish(params, loss_scale=scale, extra_loss=self.model.regularizer())
 
     def _train_epoch(self, train: TensorSplit, val: TensorSplit, shared: list[nn.Parameter]) -> None:
         shared_ids = {id(p) for p in shared}
@@ -445,6 +451,7 @@ class Trainer:
                     task_names=self.task_names,
                     step=self.global_step + 1,
                     loss_scale=scale,
+                    extra_loss=self.model.regularizer(),
                 )
             else:
                 info = self._accumulated_step(batch, shared, other, scale)

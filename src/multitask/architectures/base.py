@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from typing import ClassVar
 
 from torch import Tensor, nn
 
 from ..registry import Registry
 from ..tasks import Task
 
-__all__ = ["ARCHITECTURES", "MultiTaskModel", "build_model", "mlp"]
+__all__ = ["ARCHITECTURES", "MultiTaskModel", "build_model", "check_widths", "make_heads", "mlp"]
 
 
 class MultiTaskModel(nn.Module, ABC):
@@ -22,6 +24,12 @@ class MultiTaskModel(nn.Module, ABC):
     """
 
     task_names: list[str]
+    #: whether some parameters are used by several tasks (False: soft sharing, coupled by a penalty)
+    shares_parameters: ClassVar[bool] = True
+
+    def regularizer(self) -> Tensor | None:
+        """A penalty added (unweighted) to the training objective, e.g. soft sharing's coupling."""
+        return None
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         """``{task: output [B, out_dim]}`` from one forward pass."""
@@ -100,6 +108,36 @@ def mlp(in_features: int, hidden: Sequence[int], *, activation: str = "relu", dr
             layers.append(nn.Dropout(dropout))
         width = int(h)
     return nn.Sequential(*layers)
+
+
+def check_widths(arch: str, name: str, widths: Sequence[int], *, allow_empty: bool = True) -> list[int]:
+    """``widths`` as a list of positive ints, or a ValueError naming the architecture and parameter."""
+    out = list(widths)
+    if any((not isinstance(w, int)) or isinstance(w, bool) or w < 1 for w in out):
+        raise ValueError(f"{arch}: {name}={out!r}; every width must be a positive integer")
+    if not out and not allow_empty:
+        raise ValueError(f"{arch}: {name}=[] is empty; give at least one width")
+    return out
+
+
+def check_dropout(arch: str, dropout: float) -> None:
+    if not (0.0 <= dropout < 1.0):
+        raise ValueError(f"{arch}: dropout={dropout!r} must be in [0, 1)")
+
+
+def make_heads(
+    tasks: Sequence[Task], in_features: int, hidden: Sequence[int], *, activation: str = "relu", dropout: float = 0.0
+) -> dict[str, nn.Module]:
+    """One MLP head per task: ``hidden`` layers, then ``Linear(., task.output_dim)``."""
+    heads: dict[str, nn.Module] = {}
+    for task in tasks:
+        body = mlp(in_features, hidden, activation=activation, dropout=dropout)
+        heads[task.name] = nn.Sequential(*body, nn.Linear(hidden[-1] if hidden else in_features, task.output_dim))
+    return heads
+
+
+def flat_size(input_shape: Sequence[int]) -> int:
+    return math.prod(int(s) for s in input_shape)
 
 
 ArchitectureBuilder = Callable[..., MultiTaskModel]
