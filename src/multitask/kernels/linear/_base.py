@@ -4,8 +4,9 @@ Conventions shared by every estimator of :mod:`multitask.kernels.linear`:
 
 - ``X`` is (n_samples, n_features); ``Y`` is (n_samples, n_tasks) with NaN for a missing output, or 1-D
   for a single task (then ``predict`` returns 1-D, as in scikit-learn).
-- The data-fit term sums over observed entries only, scaled by ``1 / (2 n_samples)`` (squared loss) or
-  ``1 / n_samples`` (logistic loss), as in scikit-learn's ``Lasso`` / ``MultiTaskLasso``.
+- The data-fit term sums over observed entries only, scaled by ``1 / (2 n)`` (squared loss) or ``1 / n``
+  (logistic loss) as in scikit-learn's ``Lasso`` / ``MultiTaskLasso``, where ``n`` counts the rows with at
+  least one observed output (``n_samples`` for a complete ``Y``).
 - Each task has its own unpenalized intercept.
 - ``coef_`` is (n_tasks, n_features) and ``intercept_`` is (n_tasks,), also for a single task.
 """
@@ -346,8 +347,8 @@ class _ClassifierBase(ClassifierMixin, _LinearMTLBase):  # type: ignore[misc]
         """
         Z = self._decision(X)
         if self._single_task:
-            p = expit(Z[:, 0])
-            return np.column_stack((1.0 - p, p))
+            z = Z[:, 0]
+            return np.column_stack((expit(-z), expit(z)))  # expit(-z), not 1 - expit(z): no cancellation
         out: FloatArray = expit(Z)
         return out
 

@@ -95,10 +95,10 @@ def _check_observed(mask: BoolArray) -> None:
 def validate_regression_targets(Y: Any, n_samples: int) -> Targets:
     """Validate regression targets: numeric, NaN = missing, no infinities, no all-missing task."""
     _raise_if_y_none(Y)
+    _check_rows(np.asarray(Y), n_samples)
     arr: FloatArray = check_array(
         Y, ensure_2d=False, dtype=np.float64, ensure_all_finite="allow-nan", input_name="Y", ensure_min_samples=1
     )
-    _check_rows(arr, n_samples)
     one_d = arr.ndim == 1
     arr2 = arr.reshape(-1, 1) if one_d else arr
     mask = ~np.isnan(arr2)

@@ -1,8 +1,9 @@
 """Data-fit terms of the linear multi-task estimators, over observed outputs only (private).
 
-Both losses are scaled like scikit-learn's linear models: by ``1 / n_samples`` (``1 / (2 n_samples)`` for
-the squared loss, as in ``Lasso`` and ``MultiTaskLasso``), summing over the observed entries of ``Y``
-only; a missing output contributes nothing and no row is dropped.
+Both losses are scaled like scikit-learn's linear models: by ``1 / n`` (``1 / (2 n)`` for the squared
+loss, as in ``Lasso`` and ``MultiTaskLasso``), summing over the observed entries of ``Y`` only; a missing
+output contributes nothing and no row is dropped. ``n`` counts the rows with at least one observed
+output: all rows when ``Y`` is complete, and rows whose outputs are all missing change nothing.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class SquaredLoss:
     """
 
     def __init__(self, X: FloatArray, Y: FloatArray, mask: BoolArray, *, mode: str = "auto") -> None:
-        n, d = int(X.shape[0]), int(X.shape[1])
+        n, d = int(mask.any(axis=1).sum()), int(X.shape[1])
         T = int(Y.shape[1])
         self.n = n
         counts = mask.sum(axis=0).astype(np.float64)
@@ -68,7 +69,7 @@ class SquaredLoss:
         pattern_of_task, rows = _mask_patterns(mask)
         n_blocks = 1 if len(rows) == 1 else T
         if mode == "auto":
-            mode = "gram" if n_blocks * d * d <= 4 * n * d else "dense"
+            mode = "gram" if n_blocks * d * d <= 4 * X.shape[0] * d else "dense"
         self.mode = mode
         self.var_shape = (d, T)
         self._lipschitz: float | None = None
@@ -149,20 +150,30 @@ class SquaredLoss:
 class LogisticLoss:
     """``(1 / n) sum_t sum_{i observed in t} log(1 + exp(z_it)) - y_it z_it`` with ``z = X W + b``, ``y`` in {0, 1}.
 
-    The variable ``V`` stacks ``W`` (n_features, n_tasks) over the intercepts ``b`` (last row); the
-    intercepts are not penalized.
+    The variable ``V`` stacks ``W`` (n_features, n_tasks) over centred intercepts ``c`` (last row): the
+    model is written ``z_it = (x_i - mu_t) . w_t + c_t`` with ``mu_t`` the mean of ``x`` over task ``t``'s
+    observed rows, so ``b_t = c_t - mu_t . w_t``. This exact reparametrization decouples the unpenalized
+    intercepts from ``W`` (an uncentred ``X`` otherwise makes the problem badly conditioned).
     """
 
     def __init__(self, X: FloatArray, Y: FloatArray, mask: BoolArray) -> None:
         self.X = X
         self.Y = Y
         self.mask = mask
-        self.n, self.d = int(X.shape[0]), int(X.shape[1])
+        self.n, self.d = int(mask.any(axis=1).sum()), int(X.shape[1])
         self.var_shape = (self.d + 1, Y.shape[1])
+        self.x_mean: FloatArray = (X.T @ mask) / mask.sum(axis=0)  # (d, T)
         self._lipschitz: float | None = None
 
     def _z(self, V: FloatArray) -> FloatArray:
-        out: FloatArray = self.X @ V[:-1] + V[-1]
+        W = V[:-1]
+        out: FloatArray = self.X @ W + (V[-1] - (self.x_mean * W).sum(axis=0))
+        return out
+
+    def _adjoint(self, Gz: FloatArray) -> FloatArray:
+        """Transpose of ``V -> z``: ``[X^T Gz - mu * colsum(Gz); colsum(Gz)]``."""
+        col = Gz.sum(axis=0)
+        out: FloatArray = np.vstack((self.X.T @ Gz - self.x_mean * col, col))
         return out
 
     def value(self, V: FloatArray) -> float:
@@ -173,13 +184,11 @@ class LogisticLoss:
         z = self._z(V)
         value = float(np.sum(np.where(self.mask, np.logaddexp(0.0, z) - self.Y * z, 0.0))) / self.n
         Gz = np.where(self.mask, expit(z) - self.Y, 0.0) / self.n
-        return value, np.vstack((self.X.T @ Gz, Gz.sum(axis=0)))
+        return value, self._adjoint(Gz)
 
     def hessian_bound_apply(self, V: FloatArray) -> FloatArray:
-        """``[X 1]^T (mask * ([X 1] V)) / (4 n)``: dominates the Hessian (the sigmoid's slope is <= 1/4)."""
-        Z = self._z(V) * self.mask
-        out: FloatArray = np.vstack((self.X.T @ Z, Z.sum(axis=0))) / (4.0 * self.n)
-        return out
+        """``J^T (mask * (J V)) / (4 n)`` for the linear map ``J: V -> z``: dominates the Hessian (sigmoid' <= 1/4)."""
+        return self._adjoint(self._z(V) * self.mask) / (4.0 * self.n)
 
     def lipschitz(self) -> float:
         """Bound from ``hessian_bound_apply`` (power iteration, cached)."""
@@ -191,13 +200,13 @@ class LogisticLoss:
         return V[:-1]
 
     def intercept(self, V: FloatArray) -> FloatArray:
-        out: FloatArray = V[-1].copy()
+        out: FloatArray = V[-1] - (self.x_mean * V[:-1]).sum(axis=0)
         return out
 
     def initial(self, W: FloatArray | None, b: FloatArray | None) -> FloatArray:
         """Warm start, else ``W = 0`` with each task's intercept at the log-odds of its observed labels."""
         if W is not None and b is not None:
-            return np.vstack((W, b))
+            return np.vstack((W, b + (self.x_mean * W).sum(axis=0)))
         counts = self.mask.sum(axis=0)
         p = np.clip((self.Y * self.mask).sum(axis=0) / counts, 1e-12, 1 - 1e-12)
         return np.vstack((np.zeros((self.d, self.Y.shape[1])), np.log(p / (1 - p))))

@@ -111,9 +111,12 @@ def cluster_eigenvalues(sigma: FloatArray, eta: float, k: float, n_tasks: int) -
     if j == 0 or total[j] == k:
         theta = float(breaks[j])
     else:
-        lo_e, lo_s = int(m_e[j - 1]), int(m_s[j - 1])
+        # the entered / saturated sets on the open interval (breaks[j-1], breaks[j]), read at its midpoint
+        # (at a breakpoint itself, eta / (eta / sigma) may round either way)
+        mid_e, mid_s = counts(np.array([0.5 * (breaks[j - 1] + breaks[j])]))
+        lo_e, lo_s = int(mid_e[0]), int(mid_s[0])
         slope = prefix[lo_e] - prefix[lo_s]
-        theta = float((k - lo_s + eta * (lo_e - lo_s)) / slope)
+        theta = float((k - lo_s + eta * (lo_e - lo_s)) / slope) if slope > 0 else float(breaks[j])
     g[:p] = np.clip(theta * pos - eta, 0.0, 1.0)
     return g
 

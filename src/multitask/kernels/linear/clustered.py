@@ -24,7 +24,16 @@ class _ClusteredMixin:
         self.task_relationship_ = penalty.relationship(W)
 
 
-_MODEL = r"""
+class ClusteredRegressor(_ClusteredMixin, _RegressorBase):
+    r"""Clustered multi-task least squares (convex relaxation of Zhou, Chen & Ye 2011).
+
+    Minimizes over ``W`` (n_features, n_tasks) and per-task intercepts ``b``::
+
+        1 / (2 n) * sum_{(i, t) observed} (x_i . w_t + b_t - y_it)^2
+            + alpha * eta * (1 + eta) * min_{M in M_k} tr(W (eta I + M)^{-1} W^T),   eta = ridge / alpha
+
+    where ``n`` counts the rows with at least one observed output (``n_samples`` for a complete ``Y``).
+
     The penalty is the convex relaxation of clustered multi-task learning (CMTL) derived by Zhou, Chen &
     Ye [1]_ (shown there to be equivalent to a relaxed alternating structure optimization, and in the
     family of the convex clustered MTL of Jacob, Bach & Vert [2]_)::
@@ -45,34 +54,7 @@ _MODEL = r"""
     ``2 (alpha + ridge)``), minimized with the loss by accelerated gradient (FISTA with backtracking
     and adaptive restart [3]_). This reaches the joint optimum of ``(W, M)``: it is exact alternating
     minimization in the limit, without an ``M`` iterate or a projection onto ``M_k``.
-"""
 
-_REFS = r"""
-    References
-    ----------
-    .. [1] J. Zhou, J. Chen and J. Ye, "Clustered multi-task learning via alternating structure
-           optimization", Advances in Neural Information Processing Systems 24 (NeurIPS 2011).
-           https://pmc.ncbi.nlm.nih.gov/articles/PMC4200604/
-    .. [2] L. Jacob, F. Bach and J.-P. Vert, "Clustered multi-task learning: a convex formulation",
-           Advances in Neural Information Processing Systems 21 (NeurIPS 2008). https://arxiv.org/abs/0809.2085
-    .. [3] A. Beck and M. Teboulle, "A fast iterative shrinkage-thresholding algorithm for linear inverse
-           problems", SIAM Journal on Imaging Sciences 2(1), 2009. https://doi.org/10.1137/080716542
-"""
-
-
-class ClusteredRegressor(_ClusteredMixin, _RegressorBase):
-    r"""Clustered multi-task least squares (convex relaxation of Zhou, Chen & Ye 2011).
-
-    Minimizes over ``W`` (n_features, n_tasks) and per-task intercepts ``b``::
-
-        1 / (2 n_samples) * sum_{(i, t) observed} (x_i . w_t + b_t - y_it)^2
-            + alpha * eta * (1 + eta) * min_{M in M_k} tr(W (eta I + M)^{-1} W^T),   eta = ridge / alpha
-    """
-
-    __doc__ = (
-        (__doc__ or "")
-        + _MODEL
-        + r"""
     Parameters
     ----------
     alpha : float, default=0.1
@@ -81,9 +63,9 @@ class ClusteredRegressor(_ClusteredMixin, _RegressorBase):
         ``rho2``: ridge on every task; must be > 0 when ``alpha > 0``.
     n_clusters : float, default=2
         ``k`` = trace of ``M`` (> 0; values above ``n_tasks`` act as ``n_tasks``).
-    tol : float, default=1e-6
+    tol : float, default=1e-8
         Stop when the gradient step is below ``tol`` times the norm of the iterate.
-    max_iter : int, default=5000
+    max_iter : int, default=10_000
         Maximum number of iterations; a ``ConvergenceWarning`` is raised when it is reached.
     warm_start : bool, default=False
         Start from the previous ``coef_`` when refitting data with the same shape.
@@ -100,9 +82,17 @@ class ClusteredRegressor(_ClusteredMixin, _RegressorBase):
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined when ``X`` has string column names.
-"""
-        + _REFS
-        + r"""
+
+    References
+    ----------
+    .. [1] J. Zhou, J. Chen and J. Ye, "Clustered multi-task learning via alternating structure
+           optimization", Advances in Neural Information Processing Systems 24 (NeurIPS 2011).
+           https://pmc.ncbi.nlm.nih.gov/articles/PMC4200604/
+    .. [2] L. Jacob, F. Bach and J.-P. Vert, "Clustered multi-task learning: a convex formulation",
+           Advances in Neural Information Processing Systems 21 (NeurIPS 2008). https://arxiv.org/abs/0809.2085
+    .. [3] A. Beck and M. Teboulle, "A fast iterative shrinkage-thresholding algorithm for linear inverse
+           problems", SIAM Journal on Imaging Sciences 2(1), 2009. https://doi.org/10.1137/080716542
+
     Examples
     --------
     >>> import numpy as np
@@ -116,7 +106,6 @@ class ClusteredRegressor(_ClusteredMixin, _RegressorBase):
     >>> bool(M[0, 1] > M[0, 4])
     True
     """
-    )
 
     def __init__(
         self,
@@ -124,8 +113,8 @@ class ClusteredRegressor(_ClusteredMixin, _RegressorBase):
         ridge: float = 0.01,
         *,
         n_clusters: float = 2,
-        tol: float = 1e-6,
-        max_iter: int = 5000,
+        tol: float = 1e-8,
+        max_iter: int = 10_000,
         warm_start: bool = False,
     ) -> None:
         self.alpha = alpha
@@ -141,17 +130,34 @@ class ClusteredClassifier(_ClusteredMixin, _ClassifierBase):
 
     Minimizes over ``W`` (n_features, n_tasks) and per-task intercepts ``b``::
 
-        1 / n_samples * sum_{(i, t) observed} [log(1 + exp(z_it)) - y_it z_it]
+        1 / n * sum_{(i, t) observed} [log(1 + exp(z_it)) - y_it z_it]
             + alpha * eta * (1 + eta) * min_{M in M_k} tr(W (eta I + M)^{-1} W^T),   eta = ridge / alpha
 
     with ``z_it = x_i . w_t + b_t`` and ``y_it`` in {0, 1} (a 1-D ``y`` may use any two labels; a 2-D ``Y``
-    holds 0/1 per task, NaN where missing).
-    """
+    holds 0/1 per task, NaN where missing), and ``n`` the number of rows with at least one observed output
+    (``n_samples`` for a complete ``Y``).
 
-    __doc__ = (
-        (__doc__ or "")
-        + _MODEL
-        + r"""
+    The penalty is the convex relaxation of clustered multi-task learning (CMTL) derived by Zhou, Chen &
+    Ye [1]_ (shown there to be equivalent to a relaxed alternating structure optimization, and in the
+    family of the convex clustered MTL of Jacob, Bach & Vert [2]_)::
+
+        rho1 * eta * (1 + eta) * min_{M in M_k} tr(W (eta I + M)^{-1} W^T),   eta = rho2 / rho1,
+        M_k = {M symmetric : 0 <= M <= I, tr M = k}
+
+    with ``rho1 = alpha``, ``rho2 = ridge`` and ``k = n_clusters``. Along the top-``k`` directions of
+    ``W^T W`` (the cluster structure) the penalty costs ``ridge * sigma^2``; off them up to
+    ``(alpha + ridge) * sigma^2``. ``alpha = 0`` is plain ridge on every task; ``n_clusters >= n_tasks``
+    (every task its own cluster) gives ``M = I`` and again plain ridge.
+
+    Solver (stated, as the problem is joint in ``W`` and ``M``): the minimum over ``M`` is computed
+    exactly for each ``W`` — ``M`` shares the right singular vectors of ``W`` and its eigenvalues come from
+    a one-dimensional search on the KKT multiplier (``g_i = clip(theta * sigma_i - eta, 0, 1)``,
+    ``sum g_i = k``), solved exactly from its breakpoints. What remains is a convex, differentiable
+    function of ``W`` alone (gradient ``2 rho1 eta (1 + eta) W (eta I + M*)^{-1}``, Lipschitz constant
+    ``2 (alpha + ridge)``), minimized with the loss by accelerated gradient (FISTA with backtracking
+    and adaptive restart [3]_). This reaches the joint optimum of ``(W, M)``: it is exact alternating
+    minimization in the limit, without an ``M`` iterate or a projection onto ``M_k``.
+
     Parameters
     ----------
     alpha : float, default=0.01
@@ -160,9 +166,9 @@ class ClusteredClassifier(_ClusteredMixin, _ClassifierBase):
         ``rho2``; must be > 0 when ``alpha > 0``.
     n_clusters : float, default=2
         ``k`` = trace of ``M`` (> 0; values above ``n_tasks`` act as ``n_tasks``).
-    tol : float, default=1e-6
+    tol : float, default=1e-8
         Relative gradient step at which to stop.
-    max_iter : int, default=5000
+    max_iter : int, default=10_000
         Maximum number of iterations (``ConvergenceWarning`` when reached).
     warm_start : bool, default=False
         Start from the previous solution when refitting data with the same shape.
@@ -179,9 +185,17 @@ class ClusteredClassifier(_ClusteredMixin, _ClassifierBase):
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Defined when ``X`` has string column names.
-"""
-        + _REFS
-    )
+
+    References
+    ----------
+    .. [1] J. Zhou, J. Chen and J. Ye, "Clustered multi-task learning via alternating structure
+           optimization", Advances in Neural Information Processing Systems 24 (NeurIPS 2011).
+           https://pmc.ncbi.nlm.nih.gov/articles/PMC4200604/
+    .. [2] L. Jacob, F. Bach and J.-P. Vert, "Clustered multi-task learning: a convex formulation",
+           Advances in Neural Information Processing Systems 21 (NeurIPS 2008). https://arxiv.org/abs/0809.2085
+    .. [3] A. Beck and M. Teboulle, "A fast iterative shrinkage-thresholding algorithm for linear inverse
+           problems", SIAM Journal on Imaging Sciences 2(1), 2009. https://doi.org/10.1137/080716542
+    """
 
     def __init__(
         self,
@@ -189,8 +203,8 @@ class ClusteredClassifier(_ClusteredMixin, _ClassifierBase):
         ridge: float = 0.001,
         *,
         n_clusters: float = 2,
-        tol: float = 1e-6,
-        max_iter: int = 5000,
+        tol: float = 1e-8,
+        max_iter: int = 10_000,
         warm_start: bool = False,
     ) -> None:
         self.alpha = alpha

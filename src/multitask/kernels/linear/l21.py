@@ -21,7 +21,9 @@ class L21Regressor(_L21Mixin, _RegressorBase):
 
     Minimizes over ``W`` (n_features, n_tasks) and per-task intercepts ``b``::
 
-        1 / (2 n_samples) * sum_{(i, t) observed} (x_i . w_t + b_t - y_it)^2  +  alpha * sum_j ||W[j, :]||_2
+        1 / (2 n) * sum_{(i, t) observed} (x_i . w_t + b_t - y_it)^2  +  alpha * sum_j ||W[j, :]||_2
+
+    where ``n`` counts the rows with at least one observed output (``n_samples`` for a complete ``Y``).
 
     The penalty (the group lasso with one group per feature, across tasks) is the convex multi-task feature
     selection of Argyriou, Evgeniou & Pontil [1]_ and Liu, Ji & Ye [2]_. On complete ``Y`` it is exactly
@@ -34,9 +36,9 @@ class L21Regressor(_L21Mixin, _RegressorBase):
     ----------
     alpha : float, default=0.1
         Penalty strength, >= 0. ``alpha >= alpha_max(X, Y)`` gives ``W = 0``.
-    tol : float, default=1e-6
+    tol : float, default=1e-8
         Stop when the proximal-gradient step is below ``tol`` times the norm of the iterate.
-    max_iter : int, default=5000
+    max_iter : int, default=10_000
         Maximum number of iterations; a ``ConvergenceWarning`` is raised when it is reached.
     warm_start : bool, default=False
         Start from the previous ``coef_`` when refitting data with the same shape.
@@ -81,7 +83,7 @@ class L21Regressor(_L21Mixin, _RegressorBase):
     """
 
     def __init__(
-        self, alpha: float = 0.1, *, tol: float = 1e-6, max_iter: int = 5000, warm_start: bool = False
+        self, alpha: float = 0.1, *, tol: float = 1e-8, max_iter: int = 10_000, warm_start: bool = False
     ) -> None:
         self.alpha = alpha
         self.tol = tol
@@ -94,9 +96,10 @@ class L21Classifier(_L21Mixin, _ClassifierBase):
 
     Minimizes over ``W`` (n_features, n_tasks) and per-task intercepts ``b``::
 
-        1 / n_samples * sum_{(i, t) observed} [log(1 + exp(z_it)) - y_it z_it]  +  alpha * sum_j ||W[j, :]||_2
+        1 / n * sum_{(i, t) observed} [log(1 + exp(z_it)) - y_it z_it]  +  alpha * sum_j ||W[j, :]||_2
 
-    with ``z_it = x_i . w_t + b_t`` and ``y_it`` in {0, 1} [1]_ [2]_, by accelerated proximal gradient [3]_.
+    with ``z_it = x_i . w_t + b_t``, ``y_it`` in {0, 1} and ``n`` the number of rows with at least one observed
+    output (``n_samples`` for a complete ``Y``) [1]_ [2]_, by accelerated proximal gradient [3]_.
 
     Labels: a 1-D ``y`` is one binary task with any two labels; a 2-D ``Y`` holds one 0/1 task per column,
     NaN where a label is missing.
@@ -105,9 +108,9 @@ class L21Classifier(_L21Mixin, _ClassifierBase):
     ----------
     alpha : float, default=0.01
         Penalty strength, >= 0.
-    tol : float, default=1e-6
+    tol : float, default=1e-8
         Relative proximal-gradient step at which to stop.
-    max_iter : int, default=5000
+    max_iter : int, default=10_000
         Maximum number of iterations (``ConvergenceWarning`` when reached).
     warm_start : bool, default=False
         Start from the previous solution when refitting data with the same shape.
@@ -146,7 +149,7 @@ class L21Classifier(_L21Mixin, _ClassifierBase):
     """
 
     def __init__(
-        self, alpha: float = 0.01, *, tol: float = 1e-6, max_iter: int = 5000, warm_start: bool = False
+        self, alpha: float = 0.01, *, tol: float = 1e-8, max_iter: int = 10_000, warm_start: bool = False
     ) -> None:
         self.alpha = alpha
         self.tol = tol

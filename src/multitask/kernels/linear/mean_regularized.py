@@ -77,12 +77,14 @@ class MeanRegularizedRegressor(_MeanRegularizedMixin, _RegressorBase):
 
     Minimizes over ``W`` (n_features, n_tasks) and per-task intercepts ``b``::
 
-        1 / (2 n_samples) * sum_{(i, t) observed} (x_i . w_t + b_t - y_it)^2
+        1 / (2 n) * sum_{(i, t) observed} (x_i . w_t + b_t - y_it)^2
             + alpha * sum_t ||w_t - w_bar||^2 + ridge * sum_t ||w_t||^2
 
-    with ``w_bar`` the mean of the task vectors. This is the regularized MTL of Evgeniou & Pontil [1]_ (who
-    write ``w_t = w_0 + v_t`` and penalize ``||v_t||^2`` and ``||w_0||^2``; the two forms are equivalent
-    up to a reparametrization of the two strengths). ``alpha = 0`` is independent ridge regression per task;
+    where ``n`` counts the rows with at least one observed output (``n_samples`` for a complete ``Y``) and
+    ``w_bar`` is the mean of the task vectors. This is the regularized MTL of Evgeniou & Pontil [1]_: they write ``w_t = w_0 + v_t`` and
+    penalize ``||v_t||^2`` and ``||w_0||^2``; minimizing over ``w_0`` leaves, as here, a positive combination
+    of ``sum_t ||w_t - w_bar||^2`` and ``||w_bar||^2`` (ours is ``(alpha + ridge) sum_t ||w_t - w_bar||^2 +
+    ridge * n_tasks * ||w_bar||^2``). ``alpha = 0`` is independent ridge regression per task;
     ``alpha -> inf`` is one shared coefficient vector (with per-task intercepts).
 
     Solvers: ``"closed_form"`` solves the optimality conditions exactly — one eigendecomposition of the
@@ -98,9 +100,9 @@ class MeanRegularizedRegressor(_MeanRegularizedMixin, _RegressorBase):
         ``lambda_2`` >= 0: ridge on every task.
     solver : {"auto", "closed_form", "apg"}, default="auto"
         See above.
-    tol : float, default=1e-6
+    tol : float, default=1e-8
         Relative gradient step at which ``"apg"`` stops (unused by the closed form).
-    max_iter : int, default=5000
+    max_iter : int, default=10_000
         Maximum iterations of ``"apg"`` (``ConvergenceWarning`` when reached).
     warm_start : bool, default=False
         ``"apg"`` starts from the previous ``coef_``; the closed form needs no starting point.
@@ -148,8 +150,8 @@ class MeanRegularizedRegressor(_MeanRegularizedMixin, _RegressorBase):
         ridge: float = 0.01,
         *,
         solver: str = "auto",
-        tol: float = 1e-6,
-        max_iter: int = 5000,
+        tol: float = 1e-8,
+        max_iter: int = 10_000,
         warm_start: bool = False,
     ) -> None:
         self.alpha = alpha
@@ -193,10 +195,11 @@ class MeanRegularizedClassifier(_MeanRegularizedMixin, _ClassifierBase):
 
     Minimizes over ``W`` (n_features, n_tasks) and per-task intercepts ``b``::
 
-        1 / n_samples * sum_{(i, t) observed} [log(1 + exp(z_it)) - y_it z_it]
+        1 / n * sum_{(i, t) observed} [log(1 + exp(z_it)) - y_it z_it]
             + alpha * sum_t ||w_t - w_bar||^2 + ridge * sum_t ||w_t||^2
 
-    with ``z_it = x_i . w_t + b_t`` and ``y_it`` in {0, 1} [1]_, by accelerated gradient (FISTA [2]_).
+    with ``z_it = x_i . w_t + b_t``, ``y_it`` in {0, 1} and ``n`` the number of rows with at least one observed
+    output (``n_samples`` for a complete ``Y``) [1]_, by accelerated gradient (FISTA [2]_).
     Labels: a 1-D ``y`` is one binary task with any two labels; a 2-D ``Y`` holds one 0/1 task per column,
     NaN where a label is missing.
 
@@ -206,9 +209,9 @@ class MeanRegularizedClassifier(_MeanRegularizedMixin, _ClassifierBase):
         ``lambda_1`` >= 0: pull of every task toward the mean task.
     ridge : float, default=0.001
         ``lambda_2`` >= 0: ridge on every task.
-    tol : float, default=1e-6
+    tol : float, default=1e-8
         Relative gradient step at which to stop.
-    max_iter : int, default=5000
+    max_iter : int, default=10_000
         Maximum number of iterations (``ConvergenceWarning`` when reached).
     warm_start : bool, default=False
         Start from the previous solution when refitting data with the same shape.
@@ -238,8 +241,8 @@ class MeanRegularizedClassifier(_MeanRegularizedMixin, _ClassifierBase):
         alpha: float = 0.01,
         ridge: float = 0.001,
         *,
-        tol: float = 1e-6,
-        max_iter: int = 5000,
+        tol: float = 1e-8,
+        max_iter: int = 10_000,
         warm_start: bool = False,
     ) -> None:
         self.alpha = alpha

@@ -29,9 +29,11 @@ class TraceNormRegressor(_TraceNormMixin, _RegressorBase):
 
     Minimizes over ``W`` (n_features, n_tasks) and per-task intercepts ``b``::
 
-        1 / (2 n_samples) * sum_{(i, t) observed} (x_i . w_t + b_t - y_it)^2  +  alpha * ||W||_*
+        1 / (2 n) * sum_{(i, t) observed} (x_i . w_t + b_t - y_it)^2  +  alpha * ||W||_*
 
-    where ``||W||_*`` is the sum of singular values. The penalty is the convex envelope of rank: it pulls
+    where ``n`` counts the rows with at least one observed output (``n_samples`` for a complete ``Y``).
+
+    ``||W||_*`` is the sum of singular values. The penalty is the convex envelope of rank: it pulls
     the task vectors ``w_t`` into a shared low-dimensional subspace. Solved by accelerated proximal
     gradient (FISTA with backtracking and adaptive restart) whose proximal step is singular value
     thresholding [1]_ [3]_; intercepts are eliminated exactly (per-task centring over observed rows).
@@ -40,9 +42,9 @@ class TraceNormRegressor(_TraceNormMixin, _RegressorBase):
     ----------
     alpha : float, default=0.1
         Penalty strength, >= 0. ``alpha >= alpha_max(X, Y)`` gives ``W = 0``.
-    tol : float, default=1e-6
+    tol : float, default=1e-8
         Stop when the proximal-gradient step is below ``tol`` times the norm of the iterate.
-    max_iter : int, default=5000
+    max_iter : int, default=10_000
         Maximum number of iterations; a ``ConvergenceWarning`` is raised when it is reached.
     warm_start : bool, default=False
         Start from the previous ``coef_`` when refitting data with the same shape.
@@ -89,7 +91,7 @@ class TraceNormRegressor(_TraceNormMixin, _RegressorBase):
     """
 
     def __init__(
-        self, alpha: float = 0.1, *, tol: float = 1e-6, max_iter: int = 5000, warm_start: bool = False
+        self, alpha: float = 0.1, *, tol: float = 1e-8, max_iter: int = 10_000, warm_start: bool = False
     ) -> None:
         self.alpha = alpha
         self.tol = tol
@@ -102,9 +104,10 @@ class TraceNormClassifier(_TraceNormMixin, _ClassifierBase):
 
     Minimizes over ``W`` (n_features, n_tasks) and per-task intercepts ``b``::
 
-        1 / n_samples * sum_{(i, t) observed} [log(1 + exp(z_it)) - y_it z_it]  +  alpha * ||W||_*
+        1 / n * sum_{(i, t) observed} [log(1 + exp(z_it)) - y_it z_it]  +  alpha * ||W||_*
 
-    with ``z_it = x_i . w_t + b_t`` and ``y_it`` in {0, 1}, by accelerated proximal gradient with singular
+    with ``z_it = x_i . w_t + b_t``, ``y_it`` in {0, 1} and ``n`` the number of rows with at least one observed
+    output (``n_samples`` for a complete ``Y``), by accelerated proximal gradient with singular
     value thresholding [1]_ [3]_ (the intercepts are unpenalized variables of the same iteration).
 
     Labels: a 1-D ``y`` is one binary task with any two labels; a 2-D ``Y`` holds one 0/1 task per column,
@@ -115,9 +118,9 @@ class TraceNormClassifier(_TraceNormMixin, _ClassifierBase):
     ----------
     alpha : float, default=0.01
         Penalty strength, >= 0.
-    tol : float, default=1e-6
+    tol : float, default=1e-8
         Relative proximal-gradient step at which to stop.
-    max_iter : int, default=5000
+    max_iter : int, default=10_000
         Maximum number of iterations (``ConvergenceWarning`` when reached).
     warm_start : bool, default=False
         Start from the previous solution when refitting data with the same shape.
@@ -158,7 +161,7 @@ class TraceNormClassifier(_TraceNormMixin, _ClassifierBase):
     """
 
     def __init__(
-        self, alpha: float = 0.01, *, tol: float = 1e-6, max_iter: int = 5000, warm_start: bool = False
+        self, alpha: float = 0.01, *, tol: float = 1e-8, max_iter: int = 10_000, warm_start: bool = False
     ) -> None:
         self.alpha = alpha
         self.tol = tol
