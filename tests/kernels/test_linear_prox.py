@@ -86,6 +86,19 @@ def test_cluster_eigenvalues_kkt_on_random_instances() -> None:
                 assert np.sum(sigma**2 / (eta + g2)) >= best - 1e-12
 
 
+def test_cluster_eigenvalues_with_round_off_singular_values() -> None:
+    """Singular values at round-off level (even subnormal) must not overflow eta / sigma."""
+    # found by the real-data benchmark: a round-off singular value used to make the search run off its grid
+    g = cluster_eigenvalues(np.array([7.90486308e-02, 4.31637173e-02, 3.74105561e-02, 1.14913597e-17]), 1e-6, 3.0, 160)
+    np.testing.assert_allclose(g[:3], 1.0)
+    assert abs(g.sum() - 3.0) < 1e-12
+    for tiny in (1e-320, 1e-200, 1e-17):
+        sigma = np.array([3.0, 2.0, 1.0, 0.5, tiny, tiny / 2])
+        g = cluster_eigenvalues(sigma, 0.2, 2.0, 8)
+        assert np.all(np.isfinite(g)) and abs(g.sum() - 2.0) < 1e-12
+        np.testing.assert_allclose(g[:4], cluster_eigenvalues(sigma[:4], 0.2, 2.0, 8)[:4], atol=1e-12)
+
+
 def test_cluster_eigenvalues_against_cvxpy() -> None:
     cp = pytest.importorskip("cvxpy")
     rng = np.random.default_rng(1)

@@ -63,7 +63,9 @@ def solve_apg(
         return out
 
     lipschitz = loss.lipschitz() + penalty.smooth_lipschitz
-    res = fista(value_grad, value, prox, x0, lipschitz, tol=tol, max_iter=max_iter)
+    res = fista(
+        value_grad, value, prox, x0, lipschitz, tol=tol, max_iter=max_iter, backtracking=not loss.lipschitz_exact
+    )
     return loss.coef(res.x).copy(), loss.intercept(res.x), res.n_iter, res.converged
 
 

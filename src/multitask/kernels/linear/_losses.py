@@ -129,10 +129,22 @@ class SquaredLoss:
         out: FloatArray = self.X.T @ R / self.n
         return out
 
+    @property
+    def lipschitz_exact(self) -> bool:
+        """Whether :meth:`lipschitz` is exact (then the solver needs no line search)."""
+        return self.mode == "gram"
+
     def lipschitz(self) -> float:
-        """Largest eigenvalue of the Hessian (power iteration, cached; backtracking corrects an underestimate)."""
+        """Largest eigenvalue of the (constant, block-diagonal) Hessian, cached.
+
+        Exact in ``gram`` mode (the largest eigenvalue over the per-pattern Gram matrices); a power-iteration
+        estimate in ``dense`` mode, which the solver's backtracking corrects if it is low.
+        """
         if self._lipschitz is None:
-            self._lipschitz = _power_iteration(self.hessian_apply, self.var_shape)
+            if self.mode == "gram":
+                self._lipschitz = float(np.linalg.eigvalsh(self.A_pattern)[:, -1].max())
+            else:
+                self._lipschitz = _power_iteration(self.hessian_apply, self.var_shape)
         return self._lipschitz
 
     def coef(self, V: FloatArray) -> FloatArray:
@@ -189,6 +201,8 @@ class LogisticLoss:
     def hessian_bound_apply(self, V: FloatArray) -> FloatArray:
         """``J^T (mask * (J V)) / (4 n)`` for the linear map ``J: V -> z``: dominates the Hessian (sigmoid' <= 1/4)."""
         return self._adjoint(self._z(V) * self.mask) / (4.0 * self.n)
+
+    lipschitz_exact = False
 
     def lipschitz(self) -> float:
         """Bound from ``hessian_bound_apply`` (power iteration, cached)."""

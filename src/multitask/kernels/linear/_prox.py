@@ -67,8 +67,9 @@ def cluster_eigenvalues(sigma: FloatArray, eta: float, k: float, n_tasks: int) -
     ``min sum_i sigma_i^2 / (eta + g_i)`` over ``0 <= g_i <= 1, sum_i g_i = k``. The KKT conditions give
     ``g_i = clip(theta * sigma_i - eta, 0, 1)`` for a scalar ``theta >= 0``; ``sum_i g_i(theta)`` is
     piecewise linear and non-decreasing, so ``theta`` is found exactly from its sorted breakpoints.
-    When fewer than ``k`` singular values are positive, those get ``g_i = 1`` and the remaining trace is
-    spread evenly over the null directions (the objective does not depend on it there).
+    When fewer than ``k`` singular values are positive (above round-off of the largest), those get
+    ``g_i = 1`` and the remaining trace is spread evenly over the null directions (the objective does not
+    depend on it there).
 
     Parameters
     ----------
@@ -87,16 +88,18 @@ def cluster_eigenvalues(sigma: FloatArray, eta: float, k: float, n_tasks: int) -
         The eigenvalues ``g``, aligned with ``sigma`` (then the null directions).
     """
     g = np.zeros(n_tasks)
-    pos = sigma[sigma > 0]
+    # singular values at round-off level of the largest are null directions (and would overflow eta / sigma)
+    pos = sigma[sigma > sigma.max(initial=0.0) * n_tasks * np.finfo(float).eps]
     p = pos.size
     if p <= k:
         g[:p] = 1.0
         if n_tasks > p:
             g[p:] = (k - p) / (n_tasks - p)
         return g
-    # g(theta) = m_s + theta * (S[m_e] - S[m_s]) - eta * (m_e - m_s), where the m_e largest sigmas have
-    # entered (theta * sigma >= eta) and the m_s largest are saturated (theta * sigma >= 1 + eta).
-    prefix = np.concatenate(([0.0], np.cumsum(pos)))
+    # g(theta) = m_s + theta * sum(pos[m_s:m_e]) - eta * (m_e - m_s), where the m_e largest sigmas have
+    # entered (theta * sigma >= eta) and the m_s largest are saturated (theta * sigma >= 1 + eta). The
+    # partial sums come from suffix sums (smallest first), which do not cancel when sigma spans decades.
+    suffix = np.concatenate((np.cumsum(pos[::-1])[::-1], [0.0]))  # suffix[i] = sum(pos[i:])
     breaks = np.sort(np.concatenate((eta / pos, (1.0 + eta) / pos)))
     neg = -pos  # increasing, for searchsorted
 
@@ -106,8 +109,9 @@ def cluster_eigenvalues(sigma: FloatArray, eta: float, k: float, n_tasks: int) -
         return m_e, m_s
 
     m_e, m_s = counts(breaks)
-    total = m_s + breaks * (prefix[m_e] - prefix[m_s]) - eta * (m_e - m_s)
-    j = int(np.searchsorted(total, k, side="left"))  # first breakpoint with total >= k (exists: total[-1] = p > k)
+    total = m_s + breaks * (suffix[m_s] - suffix[m_e]) - eta * (m_e - m_s)
+    # first breakpoint with total >= k (total[-1] = p > k up to round-off, hence the clamp)
+    j = min(int(np.searchsorted(total, k, side="left")), total.size - 1)
     if j == 0 or total[j] == k:
         theta = float(breaks[j])
     else:
@@ -115,7 +119,7 @@ def cluster_eigenvalues(sigma: FloatArray, eta: float, k: float, n_tasks: int) -
         # (at a breakpoint itself, eta / (eta / sigma) may round either way)
         mid_e, mid_s = counts(np.array([0.5 * (breaks[j - 1] + breaks[j])]))
         lo_e, lo_s = int(mid_e[0]), int(mid_s[0])
-        slope = prefix[lo_e] - prefix[lo_s]
+        slope = suffix[lo_s] - suffix[lo_e]
         theta = float((k - lo_s + eta * (lo_e - lo_s)) / slope) if slope > 0 else float(breaks[j])
     g[:p] = np.clip(theta * pos - eta, 0.0, 1.0)
     return g
