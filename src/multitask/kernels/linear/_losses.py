@@ -53,7 +53,7 @@ class SquaredLoss:
 
     - ``gram``: per observation pattern (identical missing-value columns share one), the centred Gram
       matrix ``A = Xc^T Xc / n`` and ``B[:, t] = Xc^T yc_t / n``; an evaluation then costs
-      ``O(n_tasks d^2)`` whatever ``n``. Used when the Gram matrices are no larger than ``4 X``.
+      ``O(n_tasks d^2)`` whatever ``n``. Used when the Gram matrices together are no larger than ``X``.
     - ``dense``: masked residuals ``X W - Y`` (``O(n d n_tasks)``), for ``d`` large against ``n``.
 
     The variable is ``W`` of shape (n_features, n_tasks).
@@ -69,7 +69,7 @@ class SquaredLoss:
         pattern_of_task, rows = _mask_patterns(mask)
         n_blocks = 1 if len(rows) == 1 else T
         if mode == "auto":
-            mode = "gram" if n_blocks * d * d <= 4 * X.shape[0] * d else "dense"
+            mode = "gram" if n_blocks * d <= X.shape[0] else "dense"
         self.mode = mode
         self.var_shape = (d, T)
         self._lipschitz: float | None = None

@@ -90,7 +90,7 @@ class MeanRegularizedRegressor(_MeanRegularizedMixin, _RegressorBase):
     Solvers: ``"closed_form"`` solves the optimality conditions exactly — one eigendecomposition of the
     ``d x d`` centred Gram matrix per missing-value pattern and one ``d x d`` linear solve, whatever the
     missing values; ``"apg"`` runs accelerated gradient (FISTA [2]_) on the same objective;
-    ``"auto"`` picks the closed form unless the Gram matrices would be larger than ``4 X``.
+    ``"auto"`` picks the closed form unless the Gram matrices would together be larger than ``X``.
 
     Parameters
     ----------
