@@ -18,6 +18,7 @@ rows; multi-output targets too (per target; predictions are mapped back).
     python benchmarks/kernels_real.py                                  # all datasets, seeds 0,1,2, plot
     python benchmarks/kernels_real.py --dataset exam --seeds 0 --no-plot
     python benchmarks/kernels_real.py --speed     # also: L2,1 fit time vs scikit-learn's MultiTaskLasso (synthetic)
+    python benchmarks/kernels_real.py --accuracy --dataset linnerud --no-plot   # also: solution error vs tol
 """
 
 from __future__ import annotations
@@ -393,12 +394,59 @@ def speed_vs_multitasklasso(repeats: int = 5) -> None:
             )
 
 
+def tol_accuracy() -> None:
+    """Coefficient and prediction error of a fit at tol=1e-6 and 1e-8 against a tol=1e-13 fit (synthetic)."""
+    from multitask.kernels.linear import (
+        ClusteredClassifier,
+        L21Classifier,
+        MeanRegularizedClassifier,
+        TraceNormClassifier,
+    )
+
+    def data(classification: bool, n: int) -> tuple[np.ndarray, np.ndarray]:  # = tests/kernels' _data
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((n, 6)) * 3 + 1
+        W = rng.standard_normal((6, 1)) @ rng.standard_normal((1, 4)) + 0.2 * rng.standard_normal((6, 4))
+        Z = X @ W + rng.standard_normal((n, 4))
+        Y = (np.median(Z, axis=0) < Z).astype(float) if classification else Z
+        Y[rng.random((n, 4)) < 0.2] = np.nan
+        return X, Y
+
+    cases = [
+        (L21Classifier, {"alpha": 0.001}, True),
+        (L21Classifier, {}, True),
+        (TraceNormClassifier, {}, True),
+        (ClusteredClassifier, {}, True),
+        (MeanRegularizedClassifier, {}, True),
+        (TraceNormRegressor, {}, False),
+        (ClusteredRegressor, {}, False),
+        (L21Regressor, {}, False),
+    ]
+    print("| estimator (alpha) | tol | iterations | max rel. coef error | max prediction error |")
+    print("|---|---|---|---|---|")
+    for Est, kw, classification in cases:
+        X, Y = data(classification, 80 if classification else 300)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = Est(tol=1e-13, max_iter=10**6, **kw).fit(X, Y)
+            for tol in (1e-6, 1e-8):
+                est = Est(tol=tol, max_iter=10**6, **kw).fit(X, Y)
+                if classification:
+                    err = np.abs(est.predict_proba(X) - ref.predict_proba(X)).max()
+                else:
+                    err = np.abs(est.predict(X) - ref.predict(X)).max() / np.abs(ref.predict(X)).max()
+                coef = np.abs(est.coef_ - ref.coef_).max() / np.abs(ref.coef_).max()
+                alpha = kw.get("alpha", Est().alpha)
+                print(f"| {Est.__name__} ({alpha:g}) | {tol:g} | {est.n_iter_} | {coef:.1e} | {err:.1e} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", action="append", choices=list(LOADERS), help="default: all")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--speed", action="store_true", help="also time L21Regressor against MultiTaskLasso")
+    parser.add_argument("--accuracy", action="store_true", help="also print the solution error against tol")
     parser.add_argument("--plot-path", default=str(ROOT / "docs" / "img" / "kernels_real_task_covariance.png"))
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -462,6 +510,9 @@ def main() -> None:
     if args.speed:
         print()
         speed_vs_multitasklasso()
+    if args.accuracy:
+        print()
+        tol_accuracy()
 
 
 if __name__ == "__main__":
