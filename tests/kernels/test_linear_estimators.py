@@ -188,8 +188,11 @@ def test_clear_errors(Est) -> None:
 
 def test_model_specific_errors() -> None:
     X, Y = _data(False)
-    with pytest.raises(ValueError, match=r"ridge must be a finite real number > 0, got 0"):
+    with pytest.raises(ValueError, match=r"ridge must be > 0 when alpha > 0 .* got ridge=0 with alpha=1"):
         ClusteredRegressor(alpha=1.0, ridge=0).fit(X, Y)
+    with pytest.raises(ValueError, match=r"ridge must be a finite real number >= 0, got -0.5"):
+        MeanRegularizedRegressor(ridge=-0.5).fit(X, Y)
+    ClusteredRegressor(alpha=0.0, ridge=0.0).fit(X, Y)  # plain least squares is allowed
     with pytest.raises(ValueError, match=r"n_clusters must be a finite real number > 0, got 0"):
         ClusteredRegressor(n_clusters=0).fit(X, Y)
     with pytest.raises(ValueError, match="solver must be 'auto', 'closed_form' or 'apg', got 'lbfgs'"):

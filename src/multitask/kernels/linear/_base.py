@@ -14,7 +14,7 @@ Conventions shared by every estimator of :mod:`multitask.kernels.linear`:
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -125,7 +125,7 @@ class _LinearMTLBase(BaseEstimator):  # type: ignore[misc]
             stacklevel=3,
         )
 
-    def fit(self, X: ArrayLike, Y: ArrayLike) -> _LinearMTLBase:
+    def fit(self, X: ArrayLike, Y: ArrayLike) -> Self:
         """Fit the model.
 
         Parameters

@@ -27,7 +27,7 @@ class Targets:
     one_d: bool  # Y was 1-D: one task, and predictions are returned 1-D
 
 
-def check_real(value: object, name: str, *, low: float = 0.0, strict: bool = False) -> float:
+def check_real(value: object, name: str, *, low: float = 0.0, strict: bool = False, example: float = 0.1) -> float:
     """A finite real number ``>= low`` (``> low`` when ``strict``); bools are refused."""
     bad = isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value))
     if not bad:
@@ -36,22 +36,21 @@ def check_real(value: object, name: str, *, low: float = 0.0, strict: bool = Fal
     if bad:
         relation = ">" if strict else ">="
         raise ValueError(
-            f"{name} must be a finite real number {relation} {low:g}, got {value!r}; "
-            f"pass e.g. {name}={max(low, 0.0) + 0.1:g}."
+            f"{name} must be a finite real number {relation} {low:g}, got {value!r}; pass e.g. {name}={example:g}."
         )
     return float(value)  # type: ignore[arg-type]
 
 
-def check_int(value: object, name: str, *, low: int = 1) -> int:
+def check_int(value: object, name: str, *, low: int = 1, example: int = 10_000) -> int:
     """An integer ``>= low``; bools are refused."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}; pass e.g. {name}={max(low, 1000)}.")
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}; pass e.g. {name}={example}.")
     return int(value)
 
 
 def check_solver_params(tol: object, max_iter: object) -> tuple[float, int]:
     """Validate the shared convergence parameters."""
-    return check_real(tol, "tol", strict=True), check_int(max_iter, "max_iter")
+    return check_real(tol, "tol", strict=True, example=1e-8), check_int(max_iter, "max_iter")
 
 
 def validate_X(estimator: Any, X: Any, *, reset: bool) -> FloatArray:

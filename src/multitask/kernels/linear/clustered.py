@@ -16,8 +16,14 @@ class _ClusteredMixin:
 
     def _make_penalty(self, n_tasks: int, **overrides: float) -> Penalty:
         rho1 = check_real(overrides.get("alpha", self.alpha), "alpha")
-        rho2 = check_real(self.ridge, "ridge", strict=rho1 > 0)
-        k = check_real(self.n_clusters, "n_clusters", strict=True)
+        rho2 = check_real(self.ridge, "ridge")
+        if rho1 > 0 and rho2 == 0:
+            raise ValueError(
+                f"ridge must be > 0 when alpha > 0 (eta = ridge / alpha must be positive in the convex "
+                f"relaxation), got ridge={self.ridge!r} with alpha={rho1:g}; pass e.g. ridge=0.01, or alpha=0 "
+                "for plain ridge."
+            )
+        k = check_real(self.n_clusters, "n_clusters", strict=True, example=2)
         return ClusteredPenalty(rho1, rho2, k, n_tasks)
 
     def _set_extra_attributes(self, W: FloatArray, penalty: Any, prepared: Any) -> None:
