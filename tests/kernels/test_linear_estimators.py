@@ -125,9 +125,10 @@ def test_warm_start_reaches_the_same_solution_in_fewer_iterations(Est) -> None:
 @pytest.mark.parametrize("Est", ALL)
 def test_path_matches_independent_fits_and_leaves_the_estimator_unfitted(Est) -> None:
     X, Y = _data(Est in CLASSIFIERS)
-    est = Est(tol=1e-12, max_iter=100_000)
-    alphas, coefs, intercepts = est.path(X, Y, [0.001, 0.1, 0.01])
-    np.testing.assert_array_equal(alphas, [0.1, 0.01, 0.001])
+    est = Est(tol=1e-11, max_iter=100_000)
+    unsorted = [0.003, 0.03, 0.01] if Est in CLASSIFIERS else [0.001, 0.1, 0.01]
+    alphas, coefs, intercepts = est.path(X, Y, unsorted)
+    np.testing.assert_array_equal(alphas, sorted(unsorted, reverse=True))
     assert coefs.shape == (3, Y.shape[1], X.shape[1]) and intercepts.shape == (3, Y.shape[1])
     assert not hasattr(est, "coef_")
     for a, coef, b in zip(alphas, coefs, intercepts, strict=True):
