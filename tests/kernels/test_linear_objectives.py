@@ -107,10 +107,9 @@ def test_objective_equals_cvxpy_optimum_with_missing_outputs(kind, Est, params) 
     W, b = est.coef_.T, est.intercept_
     pen_params = {k: v for k, v in params.items() if k != "solver"}
     optimum = _cvx_optimum(kind, classification, X, Y, mask, pen_params)
-    if kind == "clustered":  # the objective at our W needs the inner minimum over M: solve it separately
-        ours = _cvx_optimum(kind, classification, X, Y, mask, pen_params, W_fixed=W, b_fixed=b)
-    else:
-        ours = _cvx_optimum(kind, classification, X, Y, mask, pen_params, W_fixed=W, b_fixed=b)
+    # our objective, evaluated by cvxpy at our (W, b); for the clustered penalty that is itself an SDP in M
+    ours = _cvx_optimum(kind, classification, X, Y, mask, pen_params, W_fixed=W, b_fixed=b)
+    if kind != "clustered":  # and by an independent numpy formula
         np.testing.assert_allclose(ours, _np_fit_term(X, Y, mask, classification, W, b) + _np_penalty(kind, W, params))
     assert ours >= optimum * (1 - 1e-8)
     np.testing.assert_allclose(ours, optimum, rtol=RTOL)
