@@ -24,7 +24,7 @@ $(RUN_STAMP): pyproject.toml Makefile
 	touch $(RUN_STAMP)
 
 $(DEV_STAMP): $(RUN_STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,datasets,parquet]' $(QUIET_PIP)
+	$(BIN)/pip install --quiet -e '.[dev,datasets,parquet,kernels]' $(QUIET_PIP)
 	touch $(DEV_STAMP)
 
 install: $(DEV_STAMP)
