@@ -1,4 +1,4 @@
-"""The ``multitask`` command: ``train`` and ``list``.
+"""The ``multitask`` command: ``train``, ``bench`` and ``list``.
 
 ``multitask train --nproc N`` re-runs itself under ``torchrun``; under ``torchrun`` (``WORLD_SIZE``
 set) every rank trains its share of each batch and rank 0 prints and writes.
@@ -95,6 +95,34 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its directory")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress output; print only the final table")
     tr.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+
+    be = sub.add_parser(
+        "bench",
+        help="a grid of datasets x architectures x weightings x seeds against single-task baselines",
+        description="Train every (dataset, architecture, weighting, seed) cell and single-task baselines with one "
+        "recipe per dataset, select on validation, and write results.csv, summary.md (Δm, mean rank, wall time) and "
+        "delta_m.png to OUT. Finished cells are skipped, so rerunning the command resumes the grid.",
+    )
+    be.add_argument("--config", metavar="FILE", help="a TOML/YAML/JSON grid (keys of multitask.bench.Grid)")
+    be.add_argument("--datasets", metavar="LIST", help="comma-separated built-in datasets")
+    be.add_argument("--architectures", metavar="LIST", help="comma-separated architectures (default hard_sharing)")
+    be.add_argument(
+        "--weightings",
+        metavar="LIST",
+        help="comma-separated weightings; tuned_static = scalarization tuned on validation",
+    )
+    be.add_argument("--seeds", metavar="LIST", help="comma-separated seeds (default 0,1,2)")
+    be.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="train.KEY=V for every dataset, data.DATASET.KEY=V, model.ARCH.KEY=V (e.g. --set train.epochs=5 "
+        "--set data.qm9.subset=20000)",
+    )
+    be.add_argument("--out", metavar="DIR", required=True, help="output directory (rerun to resume)")
+    be.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
     ls = sub.add_parser("list", help="list weightings, architectures or datasets with their parameters")
     ls.add_argument("what", choices=["weightings", "architectures", "datasets"])
@@ -222,6 +250,46 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import yaml
+
+    from .bench import Grid, run_bench
+    from .config import ConfigError, load_config_file
+
+    spec: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    for flag in ("datasets", "architectures", "weightings"):
+        value = getattr(args, flag)
+        if value:
+            spec[flag] = [v.strip() for v in value.split(",") if v.strip()]
+    if args.seeds:
+        try:
+            spec["seeds"] = [int(v) for v in args.seeds.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds {args.seeds!r} must be comma-separated integers, e.g. 0,1,2") from None
+    for item in args.overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or parts[0] not in ("train", "data", "model") or len(parts) != (2 if parts[0] == "train" else 3):
+            raise ConfigError(
+                f"--set {item!r}: use train.KEY=VALUE, data.DATASET.KEY=VALUE or model.ARCHITECTURE.KEY=VALUE"
+            )
+        value = yaml.safe_load(raw) if raw.strip() else None
+        table = spec.setdefault(parts[0], {})
+        if parts[0] != "train":
+            table = table.setdefault(parts[1], {})
+        table[parts[-1]] = value
+    if "datasets" not in spec:
+        raise ConfigError("bench: give --datasets (or datasets in --config)")
+    grid = Grid.from_dict(spec)
+    try:
+        run_bench(grid, args.out, stream=None if args.quiet else sys.stderr)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished cells are kept: rerun the same command to resume ({args.out})", file=sys.stderr)
+        return 130
+    print((Path(args.out) / "summary.md").read_text())
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .architectures import ARCHITECTURES
     from .data import DATASETS
@@ -277,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args, argv)
+        if args.command == "bench":
+            return _bench(args)
         return _list(args)
     except DistributedError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -23,6 +23,7 @@ Run directory layout::
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import json
 import math
@@ -142,6 +143,12 @@ def train_one(
     trainer.fit(data, resume=resume)
     seconds = time.perf_counter() - t0
     test = trainer.evaluate(data.test)  # once, with the best-validation parameters
+    test_last = test
+    if trainer.last_state is not None and trainer.best_epoch != len(trainer.history):
+        best_state = copy.deepcopy(model.state_dict())
+        model.load_state_dict(trainer.last_state)
+        test_last = trainer.evaluate(data.test)  # the last epoch, for protocols that report it
+        model.load_state_dict(best_state)
     best = trainer.history[trainer.best_epoch - 1] if trainer.best_epoch else trainer.history[-1]
     result = {
         "label": label,
@@ -152,6 +159,7 @@ def train_one(
         "steps": trainer.global_step,
         "val": best["val"],
         "test": test,
+        "test_last": test_last,
         "last_epoch_val": trainer.history[-1]["val"],
         "seconds": seconds,
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -288,6 +288,7 @@ class Trainer:
         self.best_state: dict[str, Tensor] | None = None
         self._accum = self._empty_accum()
         self.finished = False
+        self.last_state: dict[str, Tensor] | None = None  # parameters after the last epoch (fit loads the best)
 
     # --- public API --------------------------------------------------------------------------
     def task(self, name: str) -> Task:
@@ -335,6 +336,7 @@ class Trainer:
                 else ""
             )
             raise NonFiniteLossError(f"{exc}{where}", exc.tasks, exc.step) from None
+        self.last_state = copy.deepcopy(self.model.state_dict())
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
         self.finished = True
