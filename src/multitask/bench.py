@@ -196,17 +196,26 @@ def run_bench(grid: Grid, out_dir: str | Path, *, stream: TextIO | None = None) 
             stl[seed] = {"test": test, "val": val, "test_last": test_last, "seconds": secs}
         configs = list(itertools.product(grid.architectures, grid.weightings))
         per_config: dict[str, dict[str, Any]] = {}
+        skipped: dict[str, str] = {}
         for arch, weighting in configs:
             key = f"{arch} + {weighting}"
-            per_seed = []
+            per_seed: list[dict[str, Any]] = []
             for seed in grid.seeds:
                 cfg = _cfg(grid, dataset, arch, seed)
                 where = out / dataset / arch / weighting / f"seed-{seed}"
                 _log(stream, f"[{dataset}] {key}, seed {seed}")
-                if weighting == TUNED_STATIC:
-                    res = _tuned_static(grid, cfg, data, where, stl[seed]["val"], main_dirs)
-                else:
-                    res = train_one(cfg, data, where, label=key, weighting=weighting, weighting_params={}, resume=True)
+                try:
+                    if weighting == TUNED_STATIC:
+                        res = _tuned_static(grid, cfg, data, where, stl[seed]["val"], main_dirs)
+                    else:
+                        res = train_one(
+                            cfg, data, where, label=key, weighting=weighting, weighting_params={}, resume=True
+                        )
+                except (ValueError, ConfigError) as exc:  # e.g. a grad mode the architecture cannot serve
+                    _log(stream, f"[{dataset}] {key}: skipped ({exc})")
+                    skipped[key] = str(exc).splitlines()[0]
+                    per_seed = []
+                    break
                 main_test = {t: res["test"][t] for t in main_dirs}
                 main_last = {t: res.get("test_last", res["test"])[t] for t in main_dirs}
                 row = {
@@ -228,10 +237,12 @@ def run_bench(grid: Grid, out_dir: str | Path, *, stream: TextIO | None = None) 
                     row["static_weights"] = res["static_weights"]
                 rows.append(row)
                 per_seed.append(row)
-            per_config[key] = {"rows": per_seed}
+            if per_seed:
+                per_config[key] = {"rows": per_seed}
         _ranks(per_config, grid.seeds)
         summary["datasets"][dataset] = {
             "configs": {k: _aggregate(v["rows"], v["ranks"]) for k, v in per_config.items()},
+            "skipped": dict(skipped),
             "tasks": {t: next(iter(m)) for t, m in main_dirs.items()},
             "stl_test": {str(s): stl[s]["test"] for s in grid.seeds},
         }
@@ -322,6 +333,8 @@ def format_markdown(summary: dict[str, Any], grid: Grid) -> str:
                 f"| {_fmt(a['delta_m_all_per_metric'], a['delta_m_all_per_metric_std'])} "
                 f"| {a['mean_rank']:.1f} | {a['parameters']:,} | {a['seconds']:.1f} |"
             )
+        for key, why in d.get("skipped", {}).items():
+            lines.append(f"| {key} | n/a: {why} | | | | | | |")
         lines += ["", "Bold: Δm > 0 by more than one std (beats single-task training).", ""]
     return "\n".join(lines)
 
