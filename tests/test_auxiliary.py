@@ -114,7 +114,7 @@ def test_auxiliary_task_trains_and_is_left_out_of_model_selection(digits: MultiT
     data = add_reconstruction(digits)
     torch.manual_seed(0)
     model = build_model("hard_sharing", data.input_shape, data.tasks, hidden=[32])
-    tr = Trainer(model, data.tasks, "dwa", epochs=3, batch_size=128, lr=3e-3, seed=0).fit(data)
+    tr = Trainer(model, data.tasks, "dwa", epochs=3, batch_size=256, lr=1e-2, seed=0).fit(data)
     recon = [r["train"]["reconstruction"] for r in tr.history]
     assert recon[-1] < 0.8 * recon[0]  # its loss decreases
     assert all(r["weights"]["reconstruction"] > 0 for r in tr.history)  # it is trained

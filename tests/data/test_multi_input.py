@@ -315,13 +315,14 @@ def _trainer(data: MultiTaskData, weighting: str, tmp: Path | None = None, **kw:
 
 @pytest.mark.parametrize(("weighting", "unit"), [("mgda", "batch"), ("dwa", "row")])
 def test_resume_mid_epoch_is_exact_on_multi_input_data(tmp_path: Path, weighting: str, unit: str) -> None:
-    data = two_sources(AnnealedSampler(epochs=3, unit=unit))
-    full = _trainer(data, weighting, tmp_path / "full").fit(data)
-    part = _trainer(data, weighting, tmp_path / "part")
-    part.callbacks.append(StopAt(data.train.num_batches(32) + 2))
+    data = two_sources(AnnealedSampler(epochs=2, unit=unit))
+    recipe = {"epochs": 2, "batch_size": 48}
+    full = _trainer(data, weighting, tmp_path / "full", **recipe).fit(data)
+    part = _trainer(data, weighting, tmp_path / "part", **recipe)
+    part.callbacks.append(StopAt(data.train.num_batches(48) + 2))  # inside the second epoch
     with pytest.raises(KeyboardInterrupt):
         part.fit(data)
-    resumed = _trainer(data, weighting, tmp_path / "part")
+    resumed = _trainer(data, weighting, tmp_path / "part", **recipe)
     torch.manual_seed(999)
     resumed.fit(data, resume=True)
     for (n, x), (_, y) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
@@ -350,7 +351,7 @@ def test_absent_tasks_get_zero_weight_with_single_source_batches(weighting: str)
 def test_mixed_batches_give_every_task_a_gradient_and_training_improves() -> None:
     data = two_sources(TemperatureSampler(temperature=2.0))
     grab = Grab()
-    tr = _trainer(data, "mgda", callbacks=[grab], epochs=4)
+    tr = _trainer(data, "mgda", callbacks=[grab], epochs=3, batch_size=48)
     tr.fit(data)
     assert torch.stack([i.present for i in grab.infos]).float().mean() > 0.95
     assert tr.history[-1]["val_loss"] < tr.history[0]["val_loss"]
