@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", metavar="DIR", required=True, help="output directory (rerun to resume)")
     be.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
-    ls = sub.add_parser("list", help="list weightings, architectures or datasets with their parameters")
-    ls.add_argument("what", choices=["weightings", "architectures", "datasets"])
+    ls = sub.add_parser("list", help="list weightings, architectures, datasets or samplers with their parameters")
+    ls.add_argument("what", choices=["weightings", "architectures", "datasets", "samplers"])
     ls.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
@@ -138,9 +138,11 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if args.data:
         flat["data.path"] = args.data
         flat["data.dataset"] = None
+        flat["data.combine"] = None
     if args.dataset:
         flat["data.dataset"] = args.dataset
         flat["data.path"] = None
+        flat["data.combine"] = None
     if args.task:
         flat["data.tasks"] = list(args.task)
     for flag, key in (
@@ -292,11 +294,16 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from .architectures import ARCHITECTURES
-    from .data import DATASETS
+    from .data import DATASETS, SAMPLERS
     from .weighting import WEIGHTINGS
 
-    skip = {"weightings": ("num_tasks",), "architectures": ("input_shape", "tasks"), "datasets": ()}[args.what]
-    registry: Any = {"weightings": WEIGHTINGS, "architectures": ARCHITECTURES, "datasets": DATASETS}[args.what]
+    skip = {"weightings": ("num_tasks",), "architectures": ("input_shape", "tasks")}.get(args.what, ())
+    registry: Any = {
+        "weightings": WEIGHTINGS,
+        "architectures": ARCHITECTURES,
+        "datasets": DATASETS,
+        "samplers": SAMPLERS,
+    }[args.what]
     entries = [(n, d, [p for p in ps if p.name not in skip]) for n, d, ps in registry.describe()]
     if args.json:
         print(

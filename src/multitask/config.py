@@ -4,7 +4,9 @@ A config has five sections. Fixed keys are listed below; every other key of ``[d
 ``[model]`` and ``[weighting]`` is a parameter of the chosen dataset loader, architecture or
 weighting, checked against its signature (an unknown key names the closest valid one)::
 
-    [data]       dataset = "multidigits"  | path = "file.csv";  tasks = [...];  <loader params>
+    [data]       dataset = "multidigits"  | path = "file.csv" | combine = {source = {dataset, ...}, ...};
+                 tasks = [...];  sampler = "name" | {name, <sampler params>};  auxiliary = [...];
+                 auxiliary_reconstruction = false;  <loader params>
     [model]      architecture = "hard_sharing";  <architecture params>
     [weighting]  name = "equal";  <weighting params>
     [train]      epochs, batch_size, lr, optimizer, weight_decay, seed, grad_mode, chunk_size,
@@ -33,7 +35,15 @@ class ConfigError(ValueError):
 
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "data": {"dataset": "multidigits", "path": None, "tasks": []},
+    "data": {
+        "dataset": "multidigits",
+        "path": None,
+        "tasks": [],
+        "combine": None,
+        "sampler": None,
+        "auxiliary": [],
+        "auxiliary_reconstruction": False,
+    },
     "model": {"architecture": "hard_sharing"},
     "weighting": {"name": "equal"},
     "train": {
@@ -56,6 +66,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 PRECISIONS = ("32", "bf16", "fp16")
 _OPEN_SECTIONS = {"data": "dataset", "model": "architecture", "weighting": "name"}
+SOURCE_KEYS = ("dataset", "path", "tasks")  # the fixed keys of one source of data.combine
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -134,7 +145,6 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         ConfigError: a malformed value.
     """
     from .architectures import ARCHITECTURES
-    from .data import DATASETS, load_table
     from .weighting import WEIGHTINGS
 
     for section in cfg:
@@ -150,24 +160,7 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 raise UnknownNameError(unknown_name_message(f"key in [{section}]:", key, list(DEFAULTS[section])))
         out[section] = {**DEFAULTS[section], **given}
 
-    data = {**DEFAULTS["data"], **dict(cfg.get("data", {}))}
-    if data.get("path"):
-        data["dataset"] = None
-        loader: Callable[..., Any] = load_table
-        skip: tuple[str, ...] = ("path", "tasks")
-        if not data["tasks"]:
-            raise ConfigError(
-                "data.path is set but data.tasks is empty: name the target columns, e.g. "
-                "--task income:binary --task age:regression"
-            )
-    else:
-        if not data.get("dataset"):
-            raise ConfigError("set data.dataset (a built-in dataset, see `multitask list datasets`) or data.path")
-        loader = DATASETS.get(str(data["dataset"]))
-        skip = ()
-    if isinstance(data["tasks"], str):
-        data["tasks"] = [data["tasks"]]
-    out["data"] = _resolve_open("data", data, loader, skip)
+    out["data"] = _resolve_data(dict(cfg.get("data", {})), out["train"])
 
     model = {**DEFAULTS["model"], **dict(cfg.get("model", {}))}
     out["model"] = _resolve_open(
@@ -196,18 +189,130 @@ def resolve_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _resolve_source(where: str, given: dict[str, Any], *, fixed: Sequence[str]) -> dict[str, Any]:
+    """A dataset choice (``dataset`` or ``path``, ``tasks``, loader parameters) with every default filled."""
+    from .data import DATASETS, load_table
+
+    if given.get("path"):
+        given["dataset"] = None
+        loader: Callable[..., Any] = load_table
+        skip: tuple[str, ...] = ("path", "tasks")
+        if not given.get("tasks"):
+            raise ConfigError(
+                f"{where}.path is set but {where}.tasks is empty: name the target columns, e.g. "
+                "--task income:binary --task age:regression"
+            )
+    else:
+        if not given.get("dataset"):
+            raise ConfigError(
+                f"set {where}.dataset (a built-in dataset, see `multitask list datasets`) or {where}.path"
+            )
+        loader = DATASETS.get(str(given["dataset"]))
+        skip = ()
+    if isinstance(given.get("tasks"), str):
+        given["tasks"] = [given["tasks"]]
+    return _resolve_open("data", given, loader, skip, fixed=fixed)
+
+
+def _resolve_sampler(value: Any, train: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``data.sampler``: a name or a table ``{name, <params>}`` -> the table with every parameter filled."""
+    from .data.samplers import SAMPLERS
+
+    if value is None:
+        return None
+    given = {"name": value} if isinstance(value, str) else value
+    if not isinstance(given, Mapping) or not isinstance(given.get("name"), str):
+        raise ConfigError(
+            f"data.sampler={value!r} must be a sampler name (e.g. 'temperature') or a table "
+            "{name = 'temperature', temperature = 2.0}; see `multitask list samplers`"
+        )
+    given = dict(given)
+    cls = SAMPLERS.get(given["name"])
+    names = [p.name for p in signature_params(cls)]
+    if "epochs" in names and "epochs" not in given:
+        given["epochs"] = train["epochs"]  # an annealing horizon defaults to the run's length
+    params = {p.name: p for p in signature_params(cls)}
+    for key in given:
+        if key != "name" and key not in params:
+            raise UnknownNameError(unknown_name_message(f"parameter of sampler {given['name']!r}:", key, list(params)))
+    resolved: dict[str, Any] = {"name": given["name"]}
+    for name, p in params.items():
+        if name not in given and p.required:
+            raise ConfigError(f"data.sampler {given['name']!r} needs the parameter {name!r}")
+        resolved[name] = _normalise(given.get(name, p.default))
+    try:
+        cls(**{k: v for k, v in resolved.items() if k != "name"})  # validates the values, naming them
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"data.sampler: {exc}") from None
+    return resolved
+
+
+def _resolve_data(raw: dict[str, Any], train: Mapping[str, Any]) -> dict[str, Any]:
+    data = {**DEFAULTS["data"], **raw}
+    combine = data.get("combine")
+    if combine:
+        if not isinstance(combine, Mapping):
+            raise ConfigError(
+                f"data.combine must be a table of sources, e.g. {{left = {{dataset = 'multidigits', tasks = ['left']}}}}, "
+                f"got {combine!r}"
+            )
+        if raw.get("dataset") or raw.get("path"):
+            raise ConfigError("data.combine replaces data.dataset and data.path: set one of them, not both")
+        for key in data:
+            if key not in DEFAULTS["data"]:
+                raise UnknownNameError(
+                    unknown_name_message(
+                        "key in [data] (loader parameters go in each source of data.combine):",
+                        key,
+                        list(DEFAULTS["data"]),
+                    )
+                )
+        sources = {}
+        for name, src in combine.items():
+            if not isinstance(src, Mapping):
+                raise ConfigError(
+                    f"data.combine.{name} must be a table {{dataset = ..., tasks = [...], ...}}, got {src!r}"
+                )
+            sources[str(name)] = _resolve_source(f"data.combine.{name}", dict(src), fixed=SOURCE_KEYS)
+        resolved: dict[str, Any] = {k: data[k] for k in DEFAULTS["data"]}
+        resolved.update(dataset=None, path=None, combine=sources)
+    else:
+        resolved = _resolve_source("data", data, fixed=tuple(DEFAULTS["data"]))
+        resolved["combine"] = None
+    if isinstance(resolved["tasks"], str):
+        resolved["tasks"] = [resolved["tasks"]]
+    resolved["sampler"] = _resolve_sampler(resolved.get("sampler"), train)
+    aux = resolved.get("auxiliary") or []
+    if isinstance(aux, str):
+        aux = [aux]
+    if not isinstance(aux, list) or not all(isinstance(a, str) for a in aux):
+        raise ConfigError(f"data.auxiliary={resolved.get('auxiliary')!r} must be a list of task names")
+    resolved["auxiliary"] = aux
+    if not isinstance(resolved.get("auxiliary_reconstruction"), bool):
+        raise ConfigError(
+            f"data.auxiliary_reconstruction={resolved.get('auxiliary_reconstruction')!r} must be true or false"
+        )
+    return resolved
+
+
 def _resolve_open(
-    section: str, given: dict[str, Any], factory: Callable[..., Any], skip: tuple[str, ...]
+    section: str,
+    given: dict[str, Any],
+    factory: Callable[..., Any],
+    skip: tuple[str, ...],
+    *,
+    fixed: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    fixed = set(DEFAULTS[section])
+    fixed_keys = list(DEFAULTS[section]) if fixed is None else list(fixed)
+    fixed_set = set(fixed_keys)
     params = _params_of(factory, skip)
     required = [p.name for p in signature_params(factory) if p.required and p.name not in skip]
     for key in given:
-        if key not in fixed and key not in params and key not in required:
+        if key not in fixed_set and key not in params and key not in required:
             raise UnknownNameError(
-                unknown_name_message(f"key in [{section}]:", key, sorted(fixed | set(params) | set(required)))
+                unknown_name_message(f"key in [{section}]:", key, sorted(fixed_set | set(params) | set(required)))
             )
-    resolved = {k: given[k] for k in DEFAULTS[section] if k in given}
+    resolved = {k: given[k] for k in fixed_keys if k in given}
     for k, default in params.items():
         resolved[k] = _normalise(given.get(k, default))
     for k in required:

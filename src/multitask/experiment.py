@@ -37,15 +37,24 @@ import torch
 from .architectures import build_model
 from .callbacks.progress import ProgressBar
 from .checkpoint import CheckpointError
-from .config import ConfigError, component_params, dump_config, load_config_file, resolve_config
-from .data import DATASETS, load_table
+from .config import SOURCE_KEYS, ConfigError, component_params, dump_config, load_config_file, resolve_config
+from .data import (
+    DATASETS,
+    add_reconstruction,
+    combine,
+    create_sampler,
+    is_multi_input,
+    load_table,
+    mark_auxiliary,
+    set_sampler,
+)
 from .data.base import MultiTaskData
 from .distributed import Distributed
 from .metrics import delta_m, relative_change
 from .trainer import Trainer
 from .weighting import create_weighting
 
-__all__ = ["format_summary", "load_data", "on_main", "run", "train_one"]
+__all__ = ["dataset_label", "format_summary", "load_data", "on_main", "run", "train_one"]
 
 
 def on_main(dist: Distributed | None, fn: Callable[[], Any]) -> Any:
@@ -69,16 +78,55 @@ def on_main(dist: Distributed | None, fn: Callable[[], Any]) -> Any:
     return value
 
 
-def load_data(cfg: dict[str, Any]) -> MultiTaskData:
-    """Load the dataset a resolved config names (built-in or CSV/Parquet), restricted to its tasks."""
-    d = cfg["data"]
-    params = component_params(cfg, "data")
+def _load_one(d: dict[str, Any], params: dict[str, Any]) -> MultiTaskData:
     if d.get("path"):
         return load_table(d["path"], list(d["tasks"]), **params)
-    data = DATASETS.get(d["dataset"])(**params)
+    data: MultiTaskData = DATASETS.get(d["dataset"])(**params)
     if d.get("tasks"):
         data = data.select_tasks(list(d["tasks"]))
     return data
+
+
+def load_data(cfg: dict[str, Any]) -> MultiTaskData:
+    """Load the data a resolved config names, restricted to its tasks, with its sampler and auxiliary tasks.
+
+    ``data.combine`` joins several sources into a multi-input dataset (see
+    :func:`multitask.data.combine`); ``data.sampler`` sets how a multi-input dataset's training
+    batches are drawn; ``data.auxiliary`` marks tasks auxiliary; ``data.auxiliary_reconstruction``
+    adds an input-reconstruction auxiliary task.
+    """
+    d = cfg["data"]
+    if d.get("combine"):
+        sources = {
+            name: _load_one(src, {k: v for k, v in src.items() if k not in SOURCE_KEYS})
+            for name, src in d["combine"].items()
+        }
+        data = combine(sources)
+        if d.get("tasks"):
+            data = data.select_tasks(list(d["tasks"]))
+    else:
+        data = _load_one(d, component_params(cfg, "data"))
+    if d.get("sampler"):
+        if not is_multi_input(data):
+            raise ConfigError(
+                f"data.sampler is set but dataset {data.name!r} is not multi-input; a sampler applies to "
+                "data.combine or a multi-input built-in such as 'multidigits_split'"
+            )
+        params = {k: v for k, v in d["sampler"].items() if k != "name"}
+        data = set_sampler(data, create_sampler(d["sampler"]["name"], **params))
+    if d.get("auxiliary"):
+        data = mark_auxiliary(data, list(d["auxiliary"]))
+    if d.get("auxiliary_reconstruction"):
+        data = add_reconstruction(data)
+    return data
+
+
+def dataset_label(cfg: dict[str, Any]) -> str:
+    """What a resolved config trains on: the dataset name, the file's stem or the combined sources."""
+    d = cfg["data"]
+    if d.get("combine"):
+        return "+".join(d["combine"])
+    return str(d["dataset"] or Path(str(d["path"])).stem)
 
 
 def train_one(
@@ -173,7 +221,7 @@ def _new_run_dir(cfg: dict[str, Any]) -> Path:
     base = Path(cfg["run"]["out_dir"])
     name = cfg["run"]["name"]
     if not name:
-        what = cfg["data"]["dataset"] or Path(str(cfg["data"]["path"])).stem
+        what = dataset_label(cfg)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         name = f"{what}-{cfg['model']['architecture']}-{cfg['weighting']['name']}-{stamp}"
     run_dir = base / str(name)
@@ -290,7 +338,7 @@ def _summarise(
         rows.append(row)
     summary: dict[str, Any] = {
         "run_dir": str(run_dir),
-        "dataset": cfg["data"]["dataset"] or cfg["data"]["path"],
+        "dataset": cfg["data"]["dataset"] or cfg["data"]["path"] or dataset_label(cfg),
         "architecture": cfg["model"]["architecture"],
         "weighting": cfg["weighting"]["name"],
         "seed": cfg["train"]["seed"],

@@ -1,7 +1,8 @@
 """Per-task metrics and the multi-task performance measure Δm.
 
 Metric functions take the model's raw outputs for the *labelled* rows only (shape ``[N, out]``)
-and the matching targets (shape ``[N]``), both on the task's original scale, and return a float.
+and the matching targets (shape ``[N]``, or ``[N, D]`` for a vector regression target), both on
+the task's original scale, and return a float.
 """
 
 from __future__ import annotations
@@ -99,15 +100,20 @@ def f1(outputs: Tensor, targets: Tensor) -> float:
     return 2 * tp / (2 * tp + fp + fn)
 
 
-def _reg(outputs: Tensor) -> Tensor:
-    return outputs.reshape(outputs.shape[0], -1)[:, 0].double()
+def _reg(outputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """Predictions and targets in float64: ``[N]`` for a scalar target, ``[N, D]`` for a vector one."""
+    y = targets.double()
+    if y.dim() > 1:
+        return outputs.reshape(y.shape).double(), y
+    return outputs.reshape(outputs.shape[0], -1)[:, 0].double(), y
 
 
 def mse(outputs: Tensor, targets: Tensor) -> float:
-    """Mean squared error."""
+    """Mean squared error (over every entry for a vector target ``[N, D]``)."""
     if targets.numel() == 0:
         return math.nan
-    return float(((_reg(outputs) - targets.double()) ** 2).mean())
+    pred, y = _reg(outputs, targets)
+    return float(((pred - y) ** 2).mean())
 
 
 def rmse(outputs: Tensor, targets: Tensor) -> float:
@@ -116,19 +122,25 @@ def rmse(outputs: Tensor, targets: Tensor) -> float:
 
 
 def mae(outputs: Tensor, targets: Tensor) -> float:
-    """Mean absolute error."""
+    """Mean absolute error (over every entry for a vector target ``[N, D]``)."""
     if targets.numel() == 0:
         return math.nan
-    return float((_reg(outputs) - targets.double()).abs().mean())
+    pred, y = _reg(outputs, targets)
+    return float((pred - y).abs().mean())
 
 
 def r2(outputs: Tensor, targets: Tensor) -> float:
-    """Coefficient of determination R²."""
-    y = targets.double()
-    if y.numel() < 2:
+    """Coefficient of determination R².
+
+    For a vector target ``[N, D]``: ``1 - Σ SS_res / Σ SS_tot`` summed over the columns, each about
+    its own mean (scikit-learn's ``multioutput="variance_weighted"``), so constant columns do not
+    make it undefined.
+    """
+    if targets.shape[0] < 2:
         return math.nan
-    ss_res = float(((_reg(outputs) - y) ** 2).sum())
-    ss_tot = float(((y - y.mean()) ** 2).sum())
+    pred, y = _reg(outputs, targets)
+    ss_res = float(((pred - y) ** 2).sum())
+    ss_tot = float(((y - y.mean(dim=0)) ** 2).sum())
     return math.nan if ss_tot == 0 else 1.0 - ss_res / ss_tot
 
 

@@ -42,6 +42,8 @@ def _multiclass_loss(outputs: Tensor, targets: Tensor) -> Tensor:
 
 
 def _regression_loss(outputs: Tensor, targets: Tensor) -> Tensor:
+    if targets.dim() > 1:  # a vector target [N, D]: the mean squared error over its D features
+        return ((outputs.reshape(targets.shape) - targets.float()) ** 2).mean(dim=1)
     return (outputs.reshape(-1) - targets.float()) ** 2
 
 
@@ -59,7 +61,7 @@ class Task:
     Args:
         name: task name; the key of the model's output dict and of the batch's targets.
         kind: "binary" (one logit, targets 0/1), "multiclass" (``num_classes`` logits, integer
-            targets) or "regression" (one output, float targets).
+            targets) or "regression" (``target_dim`` outputs, float targets).
         num_classes: number of classes of a multiclass task (2 or more).
         loss: optional loss ``loss(outputs, targets)`` returning per-sample values ``[N]`` or a
             mean (any ``torch.nn`` loss works; see :meth:`per_sample_loss` for shapes); defaults
@@ -72,6 +74,9 @@ class Task:
             original scale: ``y = target_mean + target_std * z``).
         target_std: standard deviation used to standardise a regression target.
         auxiliary: an auxiliary task is trained but neither evaluated in Δm nor served.
+        target_dim: width of a regression target: 1 (a scalar, targets ``[N]``) or ``D > 1`` (a
+            vector, targets ``[N, D]``, e.g. an input reconstruction; its per-sample loss is the
+            mean squared error over the ``D`` features).
     """
 
     name: str
@@ -83,6 +88,7 @@ class Task:
     target_mean: float = 0.0
     target_std: float = 1.0
     auxiliary: bool = False
+    target_dim: int = 1
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name or not self.name.isprintable():
@@ -97,6 +103,13 @@ class Task:
                 )
         elif self.num_classes not in (None, 2 if self.kind == "binary" else None):
             raise ValueError(f"Task {self.name!r}: num_classes={self.num_classes!r} only applies to kind='multiclass'")
+        if isinstance(self.target_dim, bool) or not isinstance(self.target_dim, int) or self.target_dim < 1:
+            raise ValueError(f"Task {self.name!r}: target_dim={self.target_dim!r} must be a positive integer")
+        if self.target_dim != 1 and self.kind != "regression":
+            raise ValueError(
+                f"Task {self.name!r}: target_dim={self.target_dim} only applies to kind='regression' "
+                "(vector targets); use num_classes for a multiclass task"
+            )
         if not (math.isfinite(self.target_std) and self.target_std > 0):
             raise ValueError(f"Task {self.name!r}: target_std={self.target_std!r} must be finite and > 0")
         if self.metrics is not None:
@@ -123,8 +136,10 @@ class Task:
     # --- structure -------------------------------------------------------------------------
     @property
     def output_dim(self) -> int:
-        """Width of the head's output: ``num_classes`` for multiclass, else 1."""
-        return self.num_classes if self.kind == "multiclass" and self.num_classes is not None else 1
+        """Width of the head's output: ``num_classes`` for multiclass, ``target_dim`` for regression, 1 for binary."""
+        if self.kind == "multiclass" and self.num_classes is not None:
+            return self.num_classes
+        return self.target_dim
 
     @property
     def metric_objects(self) -> tuple[Metric, ...]:
@@ -146,16 +161,19 @@ class Task:
         """Per-sample loss (no reduction) on already-masked rows.
 
         A custom ``loss`` receives outputs of shape ``[N]`` for single-output tasks (binary,
-        regression) and ``[N, C]`` for multiclass, with float targets for binary and regression
-        tasks and int64 for multiclass: the conventions of ``torch.nn`` losses. It may return
-        per-sample values ``[N]`` or an already-reduced mean (a scalar).
+        regression), ``[N, C]`` for multiclass and ``[N, D]`` for a vector regression target, with
+        float targets for binary and regression tasks and int64 for multiclass: the conventions of
+        ``torch.nn`` losses. It may return per-sample values ``[N]`` or an already-reduced mean (a
+        scalar).
         """
         if self.loss is None:
             return _DEFAULT_LOSSES[self.kind](outputs, targets)
-        if self.output_dim == 1:
-            outputs, targets = outputs.reshape(-1), targets.float()
-        else:
+        if self.kind == "multiclass":
             targets = targets.long()
+        elif self.target_dim > 1:
+            outputs, targets = outputs.reshape(targets.shape), targets.float()
+        else:
+            outputs, targets = outputs.reshape(-1), targets.float()
         result = self.loss(outputs, targets)
         if result.dim() == 0:
             return result
@@ -211,7 +229,7 @@ class Task:
             return torch.sigmoid(outputs.reshape(-1))
         if self.kind == "multiclass":
             return torch.softmax(outputs, dim=-1)
-        return self.unscale(outputs.reshape(-1))
+        return self.unscale(outputs.reshape(-1) if self.target_dim == 1 else outputs.reshape(outputs.shape[0], -1))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description (custom loss functions and metric objects are named only)."""
@@ -224,6 +242,7 @@ class Task:
             "target_mean": self.target_mean,
             "target_std": self.target_std,
             "auxiliary": self.auxiliary,
+            "target_dim": self.target_dim,
             "custom_loss": self.loss is not None,
         }
 
@@ -239,4 +258,5 @@ class Task:
             target_mean=float(d.get("target_mean", 0.0)),
             target_std=float(d.get("target_std", 1.0)),
             auxiliary=bool(d.get("auxiliary", False)),
+            target_dim=int(d.get("target_dim", 1)),
         )

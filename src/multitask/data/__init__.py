@@ -1,4 +1,4 @@
-"""Multi-task data: batches, splits, built-in datasets and the CSV/Parquet loader."""
+"""Multi-task data: batches, splits, built-in datasets, the CSV/Parquet loader, multi-input data and samplers."""
 
 from typing import Any
 
@@ -9,8 +9,11 @@ from . import multifashion as _multifashion  # noqa: F401  (registers "multifash
 from . import multimnist as _multimnist  # noqa: F401  (registers "multimnist")
 from . import qm9 as _qm9  # noqa: F401  (registers "qm9")
 from . import yeast as _yeast  # noqa: F401  (registers "yeast")
+from .auxiliary import add_reconstruction, mark_auxiliary, reconstruction_task
 from .base import DATASETS, MissingDependencyError, MultiTaskData
 from .batch import Batch, TensorSplit
+from .multi_input import SampledSplit, combine, is_multi_input, set_sampler
+from .samplers import SAMPLERS, TaskSampler, create_sampler
 from .splits import holdout_indices, split_indices
 from .tabular import (
     TabularPreprocessor,
@@ -24,19 +27,29 @@ from .tabular import (
 
 __all__ = [
     "DATASETS",
+    "SAMPLERS",
     "Batch",
     "MissingDependencyError",
     "MultiTaskData",
+    "SampledSplit",
     "TabularPreprocessor",
     "TargetEncoder",
+    "TaskSampler",
     "TaskSpec",
     "TensorSplit",
+    "add_reconstruction",
+    "combine",
+    "create_sampler",
     "from_frame",
     "holdout_indices",
+    "is_multi_input",
     "load_dataset",
     "load_table",
+    "mark_auxiliary",
     "parse_task_spec",
     "read_table",
+    "reconstruction_task",
+    "set_sampler",
     "split_indices",
 ]
 

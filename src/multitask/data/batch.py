@@ -21,7 +21,8 @@ class Batch:
 
     Attributes:
         inputs: ``[B, ...]`` input tensor.
-        targets: ``{task: Tensor[B]}``; float for binary/regression, int64 for multiclass.
+        targets: ``{task: Tensor[B]}``; float for binary/regression, int64 for multiclass;
+            ``Tensor[B, D]`` for a vector regression target (``Task.target_dim = D``).
         masks: ``{task: BoolTensor[B]}``; ``True`` where the label is present.
     """
 
@@ -46,7 +47,8 @@ class TensorSplit:
 
     Attributes:
         inputs: ``[N, ...]`` float32 inputs.
-        targets: ``{task: Tensor[N]}`` (placeholder 0 where the label is missing).
+        targets: ``{task: Tensor[N]}`` or ``Tensor[N, D]`` for a vector regression target
+            (placeholder 0 where the label is missing).
         masks: ``{task: BoolTensor[N]}``.
     """
 
