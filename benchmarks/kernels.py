@@ -181,8 +181,17 @@ def worker_gpytorch(cfg: dict[str, Any]) -> dict[str, Any]:
             return gpytorch.distributions.MultitaskMultivariateNormal(self.mean_module(z), self.covar_module(z))
 
     base = _current_rss_mb()
-    fit_times, pred_times = [], []
+    fit_times: list[float] = []
+    pred_times: list[float] = []
     model: Any = None
+
+    def params() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            ls = model.covar_module.data_covar_module.lengthscale.detach().numpy().ravel()
+            B = model.covar_module.task_covar_module.covar_matrix.to_dense().detach().numpy()
+            noise = (model.likelihood.task_noises + model.likelihood.noise).detach().numpy().ravel()
+        return ls, B, noise
+
     for _ in range(cfg["repeats"]):
         torch.manual_seed(cfg["seed"])
         lik = gpytorch.likelihoods.MultitaskGaussianLikelihood(num_tasks=T)
@@ -198,6 +207,9 @@ def worker_gpytorch(cfg: dict[str, Any]) -> dict[str, Any]:
             loss.backward()
             opt.step()
         fit_times.append(time.perf_counter() - t0)
+        # a partial result first: if the prediction runs out of memory, the fit is still reported
+        partial = {"fit": _stats(fit_times), "lml": _icm_lml(X, Y, *params()), "peak_rss_mb": _rss_mb() - base}
+        print(json.dumps(partial), flush=True)
         model.eval()
         lik.eval()
         with torch.no_grad():
@@ -205,15 +217,10 @@ def worker_gpytorch(cfg: dict[str, Any]) -> dict[str, Any]:
             f = model(xt)
             _ = (f.mean, f.variance)
             pred_times.append(time.perf_counter() - t0)
-    with torch.no_grad():
-        ls = model.covar_module.data_covar_module.lengthscale.detach().numpy().ravel()
-        B = model.covar_module.task_covar_module.covar_matrix.to_dense().detach().numpy()
-        lik = model.likelihood
-        noise = (lik.task_noises + lik.noise).detach().numpy().ravel()
     return {
         "fit": _stats(fit_times),
         "predict": _stats(pred_times),
-        "lml": _icm_lml(X, Y, ls, B, noise),
+        "lml": _icm_lml(X, Y, *params()),
         "peak_rss_mb": _rss_mb() - base,
     }
 
@@ -372,9 +379,17 @@ def run_worker(kind: str, cfg: dict[str, Any], timeout: float) -> dict[str, Any]
         timeout=timeout,
         env=env,
     )
+    lines = [ln for ln in proc.stdout.strip().splitlines() if ln.startswith("{")]
     if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
-    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+        why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
+        if proc.returncode == -9:
+            why = "killed (out of memory)"
+        if lines:  # a partial result (e.g. the fit before a prediction that ran out of memory)
+            partial: dict[str, Any] = json.loads(lines[-1])
+            partial["error_after"] = why
+            return partial
+        return {"error": why}
+    result: dict[str, Any] = json.loads(lines[-1])
     return result
 
 
@@ -453,13 +468,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             match = hits[0] if hits else nan
         fit_ratio = gpt["fit"]["median"] / ours["fit"]["median"] if g_ok else nan
         match_ratio = gpt["fit"]["median"] / match if g_ok else nan
-        pred_ratio = gpt["predict"]["median"] / ours["predict"]["median"] if g_ok else nan
+        pred_ratio = gpt["predict"]["median"] / ours["predict"]["median"] if g_ok and "predict" in gpt else nan
         nt_mb = (n * T) ** 2 * 8 / 2**20
         gfit = _fmt_t(gpt.get("fit")) if g_ok else gpt.get("error", "-")
         print(
             f"| {n} x {T} | {_fmt_t(ours['fit'])} ({ours['n_iter']} it) | {match:.3g} s | {gfit} "
             f"| {fit_ratio:.1f}x / {match_ratio:.1f}x | {ours['lml']:.2f} | {gpt['lml'] if g_ok else nan:.2f} "
-            f"| {_fmt_t(ours['predict'])} | {_fmt_t(gpt.get('predict')) if g_ok else '-'} | {pred_ratio:.0f}x "
+            f"| {_fmt_t(ours['predict'])} | {_fmt_t(gpt.get('predict')) if g_ok else '-'}"
+            f"{' (' + gpt['error_after'] + ')' if 'error_after' in gpt else ''} | {pred_ratio:.0f}x "
             f"| {ours['peak_rss_mb']:.0f} / {gpt['peak_rss_mb'] if g_ok else nan:.0f} MB "
             f"| {max(ours['fit_traced_mb'], ours['predict_traced_mb']):.0f} MB / {nt_mb:.0f} MB |",
             flush=True,

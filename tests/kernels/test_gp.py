@@ -216,9 +216,10 @@ def test_dense_lmc_predictions_with_missing_outputs_equal_dense_formulas() -> No
     assert _close(mean, rm, 1e-9) and _close(var, rv, 1e-9)
 
 
-def test_nystrom_predictions_equal_dense_dtc_formulas() -> None:
+@pytest.mark.parametrize("m", [7, 16])  # 16 > rows per task: the SVD route for patterns with few rows
+def test_nystrom_predictions_equal_dense_dtc_formulas(m: int) -> None:
     rng = np.random.default_rng(5)
-    n, d, T, m = 20, 2, 3, 7
+    n, d, T = 20, 2, 3
     X, Y, Xq = rng.standard_normal((n, d)), rng.standard_normal((n, T)), rng.standard_normal((5, d))
     mask = rng.random((n, T)) > 0.4
     mask[0] = True

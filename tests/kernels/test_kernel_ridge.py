@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.typing import NDArray
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.kernel_ridge import KernelRidge
 from threadpoolctl import threadpool_limits
 
@@ -256,3 +257,11 @@ def test_readme_kernel_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(blocks[0].strip().splitlines()) <= 15
     exec(compile(blocks[0], "README.md", "exec"), {})
     assert "R²" in capsys.readouterr().out
+
+
+def test_unconverged_learned_task_matrix_still_matches_its_coefficients() -> None:
+    X, Y, _ = _data(seed=10)
+    with pytest.warns(ConvergenceWarning, match="increase max_iter"):
+        model = MultiTaskKernelRidge(alpha=0.1, task_kernel="free", max_iter=2, tol=1e-15).fit(X, Y)
+    fixed = MultiTaskKernelRidge(alpha=0.1, task_kernel=model.task_kernel_, solver="dense").fit(X, Y)
+    assert model.n_iter_ == 2 and _rel(model.dual_coef_, fixed.dual_coef_) < 1e-8

@@ -37,8 +37,10 @@ _DENSE_MAX_N = 20000
 _FTOL_LML = 1e-2
 # n_components="auto": an LMC with two components when the exact dense path is cheap, else the ICM
 _AUTO_LMC_MAX_N = 2000
-# Nyström with complete data on more than 4x this many rows: warm start from an exact fit on this many rows
-_WARM_N = 1000
+# complete data, ICM: the optimization starts from the exact optimum on this many random rows when the
+# Kronecker path has at least 3x as many rows (or the Nyström path more than 4x): fewer O(n³) / O(n m²) steps
+_WARM_N_KRON = 500
+_WARM_N_NYSTROM = 1000
 
 
 class MultiTaskGP(RegressorMixin, BaseEstimator):  # type: ignore[misc]
@@ -67,38 +69,45 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):  # type: ignore[misc]
       Cholesky factorization over the ``N`` observed outputs, O(N³) time and O(N²) memory per
       likelihood evaluation, predictive variances O(T m N²).
     - ``"nystrom"`` (``n_components=1``): the input kernel is replaced by its Nyström
-      approximation on ``n_inducing`` inputs drawn from the training rows (subset of regressors
-      with DTC predictive variances, Quiñonero-Candela & Rasmussen 2005), any missing pattern:
-      O(n m² + n m T + (m·rank)³) per evaluation. Lengthscale gradients are analytic too.
+      approximation on ``n_inducing`` inputs drawn from the training rows, any missing pattern;
+      hyperparameters maximize Titsias's collapsed variational bound (reported as
+      ``log_marginal_likelihood_value_``), predictions are the DTC ones (Quiñonero-Candela &
+      Rasmussen 2005): O(n m² + n m T + (m·rank)³) per evaluation, analytic gradients.
     - ``"auto"``: exact when it is cheap (complete data with ``n <= 3000``, or at most 3000
       observed outputs), else Nyström for ``n_components=1``, else exact.
 
     No ``(nT) x (nT)`` or ``(mT) x (nT)`` array is formed on the Kronecker and Nyström paths.
 
-    Default model: the ICM with ``B = W Wᵀ + diag(κ)``, ``rank=1``, initialized close to
-    independent tasks (``diag(κ)`` carries most of the prior variance) so that sharing is
-    learned, not imposed; see ``docs/kernels.md`` for the measured comparison with independent
-    GPs and with the LMC.
+    Default model (``n_components="auto"``): an LMC with ``min(n_tasks, 2)`` components when the
+    exact path is cheap (at most 2000 observed outputs), else the ICM. The ICM shares one input
+    kernel across tasks, which costs a well-observed task whose smoothness differs from the
+    others; two components with their own lengthscales avoid that while still helping scarce
+    tasks (measured in ``docs/kernels.md``). Task matrices start from the observed task
+    correlations with at least half of each task's prior variance on the diagonal.
 
     Parameters
     ----------
     kernel : {"rbf", "matern12", "matern32", "matern52"}, default="rbf"
         Input kernel of every component (unit variance; amplitudes are in ``B_q``).
-    n_components : int, default=1
-        Number ``Q`` of LMC components, each with its own lengthscales and task matrix.
+    n_components : int or "auto", default="auto"
+        Number ``Q`` of LMC components, each with its own lengthscales and task matrix; 1 is the
+        ICM. ``"auto"``: ``min(n_tasks, 2)`` up to 2000 observed outputs, else 1.
     rank : int, default=1
         Rank of ``W_q`` in every task matrix ``B_q = W_q W_qᵀ + diag(κ_q)``.
     method : {"auto", "exact", "nystrom"}, default="auto"
         See above.
     n_inducing : int, default=300
         Number of inducing inputs of the Nyström path (capped at the number of rows).
-    normalize_y : bool, default=True
-        Center and scale every task by its observed mean and standard deviation before fitting
-        (all hyperparameters, the likelihood and the predictions are reported in the original units).
+    normalize_y : bool or "global", default=True
+        True: center and scale every task by its observed mean and standard deviation before
+        fitting; ``"global"``: one mean and scale for all observed outputs (tasks in the same
+        units whose levels should be shared); False: neither. Hyperparameters, the likelihood and
+        the predictions are always reported in the units of ``Y``.
     optimizer : {"fmin_l_bfgs_b"} or None, default="fmin_l_bfgs_b"
         ``None`` keeps the initial hyperparameters.
     max_iter : int, default=200
-        Maximum L-BFGS-B iterations (over the lengthscales for the profile strategy).
+        Maximum L-BFGS-B iterations (over the lengthscales for the profile strategy). The
+        optimizer also stops when an iteration improves the likelihood by less than 0.01 nats.
     random_state : int, RandomState instance or None, default=None
         Draws the inducing inputs and breaks the symmetry of the initial ``W_q``.
 
@@ -106,6 +115,12 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     ----------
     method_ : str
         The path used: ``"kronecker"``, ``"dense"`` or ``"nystrom"``.
+    n_components_ : int
+        Number of LMC components fitted.
+    hyperparameters_ : Hyper
+        Fitted hyperparameters in normalized units (log-lengthscales, ``W_q``, log ``κ_q``, log noises).
+    posterior_ : object
+        The posterior used by ``predict`` and ``sample_y``.
     log_marginal_likelihood_value_ : float
         Log marginal likelihood of the observed outputs (original units) at the fitted hyperparameters.
     lengthscales_ : ndarray of shape (n_components, n_features)
@@ -303,6 +318,8 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         self : MultiTaskGP
             The fitted estimator.
         """
+        self._fit_t0 = time.perf_counter()
+        self._lml_trace: list[tuple[float, float]] = []
         data = validate_fit_data(self, X, Y)
         n, T = data.Y.shape
         mask = data.mask
@@ -341,6 +358,8 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         N = float(mask.sum())
         Yfull = np.where(mask, Ys, 0.0)
         self.inducing_points_: Array | None = None
+        if path == "kronecker" and n >= 3 * _WARM_N_KRON:
+            h0 = self._warm_start(kern, X_, Yfull, h0, layout, ls_bounds, inner_bounds, _WARM_N_KRON, rng)
         if path == "kronecker":
 
             def prepare(o: Array) -> Any:
@@ -364,21 +383,8 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             Z = X_[np.sort(rng.choice(rows, size=m, replace=False))]
             self.inducing_points_ = Z
             ndata = make_nys_data(kern, X_, Ys, mask, Z)
-            if self.optimizer is not None and data.complete and n > 4 * _WARM_N:
-                # start from the exact ICM optimum on _WARM_N random rows: O(_WARM_N³) per step, and fewer
-                # of the O(n m²) steps on all rows
-                sub = np.sort(rng.choice(n, size=_WARM_N, replace=False))
-                Xw, Yw = X_[sub], Yfull[sub]
-                h0, _, _ = self._optimize_profile(
-                    layout,
-                    h0,
-                    lambda o: kron_prepare(kern, Xw, Yw, o),
-                    lambda c, h: (lambda res: (res.lml, res.dlml, res))(kron_inner(c, h)),
-                    lambda c, h, st: kron_outer_grad(c, st),
-                    ls_bounds,
-                    inner_bounds,
-                    float(Yw.size),
-                )
+            if data.complete and n > 4 * _WARM_N_NYSTROM:
+                h0 = self._warm_start(kern, X_, Yfull, h0, layout, ls_bounds, inner_bounds, _WARM_N_NYSTROM, rng)
 
             def nprepare(o: Array) -> Any:
                 return nys_prepare(ndata, o)
@@ -434,6 +440,36 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         return self
 
     # ------------------------------------------------------------------ optimizers
+    def _warm_start(
+        self,
+        kern: KernelName,
+        X: Array,
+        Y: Array,
+        h0: Hyper,
+        layout: HyperLayout,
+        ls_bounds: list[tuple[float, float]],
+        inner_bounds: list[tuple[float | None, float | None]],
+        n_sub: int,
+        rng: np.random.RandomState,
+    ) -> Hyper:
+        """The exact ICM optimum on ``n_sub`` random rows of complete data (O(n_sub³) per step)."""
+        if self.optimizer is None:
+            return h0
+        sub = np.sort(rng.choice(X.shape[0], size=n_sub, replace=False))
+        Xw, Yw = X[sub], Y[sub]
+        h, _, _ = self._optimize_profile(
+            layout,
+            h0,
+            lambda o: kron_prepare(kern, Xw, Yw, o),
+            lambda c, h: (lambda res: (res.lml, res.dlml, res))(kron_inner(c, h)),
+            lambda c, h, st: kron_outer_grad(c, st),
+            ls_bounds,
+            inner_bounds,
+            float(Yw.size),
+            record=False,
+        )
+        return h
+
     def _optimize_profile(
         self,
         layout: HyperLayout,
@@ -444,6 +480,7 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         ls_bounds: list[tuple[float, float]],
         inner_bounds: list[tuple[float | None, float | None]],
         N: float,
+        record: bool = True,
     ) -> tuple[Hyper, int, Any]:
         """Maximize over the lengthscales the likelihood maximized over everything else.
 
@@ -481,14 +518,12 @@ class MultiTaskGP(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             lml, _, st = inner_fn(c, h)
             return lml, h, st
 
-        t0 = time.perf_counter()
-        self._lml_trace: list[tuple[float, float]] = []  # (seconds since the start, LML) per lengthscale value
-
         def outer(o: Array) -> tuple[float, Array]:
             c = cached(o)
             lml, h, st = solve_inner(c, o)
             state["last"] = (o.copy(), h)
-            self._lml_trace.append((time.perf_counter() - t0, lml))
+            if record:  # (seconds since fit started, LML) at every lengthscale value, for benchmarks
+                self._lml_trace.append((time.perf_counter() - self._fit_t0, lml))
             return -lml / N, -outer_fn(c, h, st) / N
 
         res = minimize(

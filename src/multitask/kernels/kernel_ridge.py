@@ -321,6 +321,8 @@ class MultiTaskKernelRidge(RegressorMixin, BaseEstimator):  # type: ignore[misc]
             if prev - obj <= self.tol * abs(obj):
                 converged = True
                 break
+            if it == self.max_iter:
+                break  # keep the B that C was solved with
             prev = obj
             g, W = eigh_psd(Gamma + eps * np.eye(T))
             root = (W * np.sqrt(g)) @ W.T
