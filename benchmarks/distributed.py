@@ -151,6 +151,7 @@ def worker(args: argparse.Namespace) -> None:
         for c in configs:
             per_step_bytes[c.name] = (c.bytes_now() - b0[c.name]) / args.steps
             rounds[c.name].append(statistics.median(c.times))
+    d.close()  # leave the group before exit: gloo torn down by the interpreter can abort the process
     if d.rank != 0:
         return
     base = rounds[configs[0].name]

@@ -14,9 +14,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .distributed import Distributed
 
 __all__ = ["build_parser", "main"]
 
@@ -198,26 +201,45 @@ def _launch(argv: Sequence[str], nproc: int) -> int:
 def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from .config import resolve_config
     from .distributed import env_world_size, init_from_env
-    from .experiment import _new_run_dir, format_summary, on_main, run, seeds_summary
 
     if args.nproc is not None:
         if args.nproc < 1:
             raise ValueError(f"--nproc {args.nproc}: give a number of processes >= 1")
         if args.nproc > 1 and env_world_size() == 1:
             return _launch(argv, args.nproc)
+    cfg: dict[str, Any] = {}
     if args.resume:
-        run_dir = Path(args.resume)
         dist = init_from_env(device=args.device or "cpu")
-        try:
-            summary = run({"run": {"quiet": bool(args.quiet)}}, run_dir=run_dir, resume=True, dist=dist)
-        except KeyboardInterrupt:
-            print(f"\ninterrupted; continue with: multitask train --resume {run_dir}", file=sys.stderr)
-            return 130
-        if dist is None or dist.is_main:
-            print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-        return 0
-    cfg = resolve_config(_config_from_args(args))
-    dist = init_from_env(device=cfg["train"]["device"], timeout_s=cfg["train"]["dist_timeout"])
+    else:
+        cfg = resolve_config(_config_from_args(args))
+        dist = init_from_env(device=cfg["train"]["device"], timeout_s=cfg["train"]["dist_timeout"])
+    ok = False
+    try:
+        code = _resume(args, dist) if args.resume else _train_seeds(args, cfg, dist)
+        ok = code == 0
+        return code
+    finally:
+        if dist is not None:
+            dist.close(wait=ok)
+
+
+def _resume(args: argparse.Namespace, dist: Distributed | None) -> int:
+    from .experiment import format_summary, run
+
+    run_dir = Path(args.resume)
+    try:
+        summary = run({"run": {"quiet": bool(args.quiet)}}, run_dir=run_dir, resume=True, dist=dist)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: multitask train --resume {run_dir}", file=sys.stderr)
+        return 130
+    if dist is None or dist.is_main:
+        print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def _train_seeds(args: argparse.Namespace, cfg: dict[str, Any], dist: Distributed | None) -> int:
+    from .experiment import _new_run_dir, format_summary, on_main, run, seeds_summary
+
     main_rank = dist is None or dist.is_main
     seeds = [cfg["train"]["seed"]]
     if args.seeds:

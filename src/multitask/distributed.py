@@ -177,6 +177,22 @@ class Distributed:
         with self._guard("barrier"):
             dist.barrier(group=self.group)
 
+    def close(self, *, wait: bool = True) -> None:
+        """Leave the process group (after a barrier when ``wait``, so no rank exits while others still talk).
+
+        Destroying the group before the interpreter exits matters: a gloo group left to the interpreter's
+        teardown can abort the process ("terminate called without an active exception") after a run
+        that succeeded. Pass ``wait=False`` on an error path, where the other ranks may never arrive.
+        """
+        if not dist.is_initialized():
+            return
+        try:
+            if wait:
+                self.barrier()
+        finally:
+            if self.group is None:
+                dist.destroy_process_group()
+
     # --- data --------------------------------------------------------------------------------
     def shard(self, n: int) -> slice:
         """This rank's contiguous part of ``n`` rows (sizes differ by at most one; may be empty)."""

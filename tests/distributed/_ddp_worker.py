@@ -96,9 +96,20 @@ class StopAt(Callback):
 
 
 def main(argv: list[str]) -> int:
+    dist = init_from_env(timeout_s=60)
+    ok = False
+    try:
+        code = scenario_main(argv, dist)
+        ok = code == 0
+        return code
+    finally:
+        if dist is not None:
+            dist.close(wait=ok)
+
+
+def scenario_main(argv: list[str], dist: Distributed | None) -> int:
     scenario, out = argv[0], Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
-    dist = init_from_env(timeout_s=60)
     rank = dist.rank if dist is not None else 0
     world = dist.world_size if dist is not None else 1
     if scenario == "equivalence":

@@ -15,7 +15,9 @@ def test_nproc_2_trains_like_one_process(tmp_path: Path, capfd: pytest.CaptureFi
     common += ["--weighting", "mgda", "--set", "data.pairs_per_image=1"]
     assert main([*common, "--name", "one"]) == 0
     assert main([*common, "--name", "two", "--nproc", "2"]) == 0
-    out = capfd.readouterr().out
+    captured = capfd.readouterr()
+    out = captured.out
+    assert "terminate called" not in captured.err, "every rank must leave the process group before exiting"
     assert out.count("run directory:") == 2, "rank 1 must not print"
     one = json.loads((tmp_path / "one" / "summary.json").read_text())
     two = json.loads((tmp_path / "two" / "summary.json").read_text())
