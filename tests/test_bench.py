@@ -14,7 +14,8 @@ from multitask.config import ConfigError
 SMALL = {
     "datasets": ["multidigits"],
     "architectures": ["hard_sharing"],
-    "weightings": ["equal", "tuned_static"],
+    "weightings": ["equal"],
+    "extra": [{"architectures": ["hard_sharing"], "weightings": ["tuned_static"]}],
     "seeds": [0, 1],
     "train": {"epochs": 1},
     "data": {"multidigits": {"pairs_per_image": 1}},
@@ -38,6 +39,29 @@ def test_grid_errors() -> None:
         Grid.from_dict({"datasets": ["adult"], "seed": [0]})
     with pytest.raises(ConfigError, match="duplicates"):
         Grid(datasets=["adult"], seeds=[0, 0])
+
+
+def test_grid_extra_blocks() -> None:
+    grid = Grid.from_dict(
+        {
+            "datasets": ["adult"],
+            "architectures": ["hard_sharing", "mmoe"],
+            "weightings": ["equal", "mgda"],
+            "extra": [{"architectures": ["hard_sharing"], "weightings": ["pcgrad", "equal", "upgrad"]}],
+        }
+    )
+    assert grid.cells() == [
+        ("hard_sharing", "equal"),
+        ("hard_sharing", "mgda"),
+        ("mmoe", "equal"),
+        ("mmoe", "mgda"),
+        ("hard_sharing", "pcgrad"),
+        ("hard_sharing", "upgrad"),
+    ]
+    with pytest.raises(ConfigError, match=r"extra\[0\].*exactly the keys"):
+        Grid(datasets=["adult"], extra=[{"weightings": ["pcgrad"]}])
+    with pytest.raises(ConfigError, match=r"extra\[0\].weightings=\[\] must be a non-empty list"):
+        Grid(datasets=["adult"], extra=[{"architectures": ["mmoe"], "weightings": []}])
 
 
 def test_bench_runs_resumes_and_reruns_identically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

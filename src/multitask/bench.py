@@ -74,6 +74,9 @@ class Grid:
         model: per-architecture parameters, e.g. ``{"mmoe": {"experts": 8}}``.
         stl_architecture: architecture of the single-task baselines.
         static_candidates: loss-weight vectors tried by ``tuned_static``.
+        extra: further blocks ``{"architectures": [...], "weightings": [...]}`` run against the same
+            baselines, e.g. every gradient method on hard sharing only, without the full product.
+            Cells are the main product followed by each block's, duplicates dropped.
     """
 
     datasets: list[str]
@@ -85,15 +88,31 @@ class Grid:
     model: dict[str, dict[str, Any]] = field(default_factory=dict)
     stl_architecture: str = "hard_sharing"
     static_candidates: int = 5
+    extra: list[dict[str, list[str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("datasets", "architectures", "weightings", "seeds"):
             if not getattr(self, name):
                 raise ConfigError(f"bench: {name} is empty; give at least one")
+        for i, block in enumerate(self.extra):
+            if not isinstance(block, dict) or set(block) != {"architectures", "weightings"}:
+                raise ConfigError(
+                    f"bench: extra[{i}]={block!r} must be a table with exactly the keys architectures and "
+                    "weightings, e.g. {architectures = ['hard_sharing'], weightings = ['pcgrad']}"
+                )
+            for key in ("architectures", "weightings"):
+                value = block[key]
+                if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                    raise ConfigError(f"bench: extra[{i}].{key}={value!r} must be a non-empty list of names")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"bench: seeds={self.seeds!r} has duplicates")
         if self.static_candidates < 2:
             raise ConfigError(f"bench: static_candidates={self.static_candidates!r} must be >= 2")
+
+    def cells(self) -> list[tuple[str, str]]:
+        """(architecture, weighting) pairs in run order: the main product, then each ``extra`` block."""
+        blocks = [(self.architectures, self.weightings)] + [(b["architectures"], b["weightings"]) for b in self.extra]
+        return list(dict.fromkeys(pair for archs, ws in blocks for pair in itertools.product(archs, ws)))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Grid:
@@ -194,7 +213,7 @@ def run_bench(grid: Grid, out_dir: str | Path, *, stream: TextIO | None = None) 
                 test_last[task.name] = res.get("test_last", res["test"])[task.name]
                 secs += res["seconds"]
             stl[seed] = {"test": test, "val": val, "test_last": test_last, "seconds": secs}
-        configs = list(itertools.product(grid.architectures, grid.weightings))
+        configs = grid.cells()
         per_config: dict[str, dict[str, Any]] = {}
         skipped: dict[str, str] = {}
         for arch, weighting in configs:
