@@ -127,6 +127,39 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", metavar="DIR", required=True, help="output directory (rerun to resume)")
     be.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
+    af = sub.add_parser(
+        "affinity",
+        help="which tasks help or hurt each other: label similarity, exact TAG affinity and cheap estimates",
+        description="Train the all-tasks model of a config (the same options as `train`) while measuring, every "
+        "--every steps, the exact lookahead affinity of TAG (Fifty et al. 2021) and its cheap estimates (first "
+        "order from the Gramian, first order at the shared features, random projections), with their costs; add "
+        "label similarity and, with --pairwise, pairwise transfer gains from short trainings. Writes "
+        "affinity.json, one CSV and one heatmap per matrix (for `multitask group`) to OUT.",
+    )
+    af.add_argument("--config", metavar="FILE", help="a TOML, YAML or JSON config (command-line options override it)")
+    af.add_argument("--dataset", metavar="NAME", help="a built-in dataset (see `multitask list datasets`)")
+    af.add_argument("--data", metavar="FILE", help="your own CSV or Parquet file (needs --task)")
+    af.add_argument("--task", action="append", metavar="SPEC", help="COLUMN:KIND for --data (repeat per task)")
+    af.add_argument("--architecture", metavar="NAME")
+    af.add_argument("--weighting", metavar="NAME", help="weighting of the measured training run (default equal)")
+    af.add_argument("--epochs", type=int)
+    af.add_argument("--batch-size", type=int)
+    af.add_argument("--lr", type=float)
+    af.add_argument("--optimizer", metavar="NAME")
+    af.add_argument("--seed", type=int)
+    af.add_argument("--grad-mode", metavar="MODE")
+    af.add_argument("--device", metavar="DEVICE")
+    af.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    af.add_argument("--every", type=int, default=1, metavar="N", help="measure every N training steps (default 1)")
+    af.add_argument("--lookahead-lr", type=float, metavar="ETA", help="lookahead step (default: the learning rate)")
+    af.add_argument("--projections", type=int, default=4, metavar="K", help="random directions (default 4)")
+    af.add_argument(
+        "--pairwise", action="store_true", help="also train every task alone and every pair (T(T+1)/2 trainings)"
+    )
+    af.add_argument("--out", metavar="DIR", required=True, help="output directory")
+    af.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    af.add_argument("--json", action="store_true", help="print affinity.json instead of the table")
+
     ls = sub.add_parser("list", help="list weightings, architectures, datasets or samplers with their parameters")
     ls.add_argument("what", choices=["weightings", "architectures", "datasets", "samplers"])
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -164,10 +197,10 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ("out_dir", "run.out_dir"),
         ("name", "run.name"),
     ):
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)
         if value is not None:
             flat[key] = value
-    if args.no_baselines:
+    if getattr(args, "no_baselines", False):
         flat["run.baselines"] = False
     if args.quiet:
         flat["run.quiet"] = True
@@ -274,6 +307,31 @@ def _train_seeds(args: argparse.Namespace, cfg: dict[str, Any], dist: Distribute
     return 0
 
 
+def _affinity(args: argparse.Namespace) -> int:
+    from .config import resolve_config
+    from .relations.study import format_affinity, run_affinity
+
+    cfg = resolve_config(_config_from_args(args))
+    stream = None if args.quiet else sys.stderr
+    report = run_affinity(
+        cfg,
+        args.out,
+        every=args.every,
+        lr=args.lookahead_lr,
+        projections=args.projections,
+        pairwise=args.pairwise,
+        stream=stream,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_affinity(report))
+        print(
+            f"written to {args.out}: affinity.json, affinity_<matrix>.csv" + (", heatmaps" if report["plots"] else "")
+        )
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import yaml
 
@@ -374,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args, argv)
+        if args.command == "affinity":
+            return _affinity(args)
         if args.command == "bench":
             return _bench(args)
         return _list(args)

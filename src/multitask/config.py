@@ -10,7 +10,7 @@ weighting, checked against its signature (an unknown key names the closest valid
     [model]      architecture = "hard_sharing";  <architecture params>
     [weighting]  name = "equal";  <weighting params>
     [train]      epochs, batch_size, lr, optimizer, weight_decay, seed, grad_mode, chunk_size,
-                 checkpoint_every, device, precision, accumulate, compile, dist_timeout
+                 checkpoint_every, device, precision, accumulate, compile, dist_timeout, relations_every
     [run]        out_dir, name, baselines, quiet
 """
 
@@ -61,6 +61,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "accumulate": 1,
         "compile": False,
         "dist_timeout": 300.0,
+        "relations_every": 0,
     },
     "run": {"out_dir": "runs", "name": None, "baselines": True, "quiet": False},
 }
@@ -330,7 +331,7 @@ def _check_types(cfg: dict[str, dict[str, Any]]) -> None:
         parse_grad_mode(train["grad_mode"])
     except ValueError as exc:
         raise ConfigError(f"train.{exc}") from None
-    for key in ("epochs", "batch_size", "seed", "checkpoint_every", "accumulate"):
+    for key in ("epochs", "batch_size", "seed", "checkpoint_every", "accumulate", "relations_every"):
         v = train[key]
         if not isinstance(v, int) or isinstance(v, bool):
             raise ConfigError(f"train.{key}={v!r} must be an integer")
@@ -339,6 +340,11 @@ def _check_types(cfg: dict[str, dict[str, Any]]) -> None:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             raise ConfigError(f"train.{key}={v!r} must be a number")
         train[key] = float(v)
+    if train["relations_every"] < 0:
+        raise ConfigError(
+            f"train.relations_every={train['relations_every']!r} must be >= 0 (0: record gradient relations only "
+            "when the weighting computes the Gramian anyway; N: also compute it every N steps)"
+        )
     if train["accumulate"] < 1:
         raise ConfigError(f"train.accumulate={train['accumulate']!r} must be >= 1 (micro-batches per optimizer step)")
     train["precision"] = str(train["precision"])

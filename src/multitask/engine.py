@@ -286,6 +286,10 @@ class Engine:
         self.cached_weights = torch.ones(t, dtype=torch.float64)
         self.steps_since_refresh = 0
         self.has_cache = False
+        #: Also compute the Gramian every this many steps when the method does not (0: never), so
+        #: that callbacks (e.g. :class:`multitask.callbacks.TaskRelations`) see gradient conflicts
+        #: under loss-only methods too; the Trainer sets it from its callbacks' ``gramian_every``.
+        self.monitor_every = 0
 
     @property
     def weighting(self) -> Method:
@@ -436,17 +440,19 @@ class Engine:
 
         if not self.needs_gradients():
             assert isinstance(method, Weighting)
+            g = self._monitor_gramian(stacked, shared, features) if self._monitor_due(step) else None
             weights = self._weights(method, seen, None, present)
             self._weighted(method, stacked, seen, weights, model_params if self.dist is not None else None)
-            return StepInfo(seen, weights.detach(), present.detach())
+            return StepInfo(seen, weights.detach(), present.detach(), g)
 
         if isinstance(method, Weighting):
             refresh = not self.has_cache or self.steps_since_refresh >= self.every - 1
             if not refresh:
                 self.steps_since_refresh += 1
+                g = self._monitor_gramian(stacked, shared, features) if self._monitor_due(step) else None
                 weights = torch.where(present, self.cached_weights.to(stacked), torch.zeros_like(stacked))
                 self._weighted(method, stacked, seen, weights, model_params if self.dist is not None else None)
-                return StepInfo(seen, weights.detach(), present.detach())
+                return StepInfo(seen, weights.detach(), present.detach(), g)
             self.steps_since_refresh = 0
 
         if self.mode == "features" and features is None:
@@ -466,13 +472,16 @@ class Engine:
                 list(other_params),
                 features,
                 list(task_features) if task_features is not None else None,
+                self._monitor_due(step),
             )
         # general path: batched VJPs from the stacked losses
         targets = [features] if self.mode == "features" and features is not None else shared
         rows = jacobian(stacked, targets, chunk_size=self.chunk_size)
         if isinstance(method, Aggregator):
             assert other_params is not None
-            return self._aggregate_rows(method, rows, stacked, seen, present, shared, other_params, features)
+            return self._aggregate_rows(
+                method, rows, stacked, seen, present, shared, other_params, features, self._monitor_due(step)
+            )
         g = self._global_gramian(rows, t)
         weights = self._weights(method, seen, g, present)
         self._remember(weights)
@@ -508,6 +517,7 @@ class Engine:
         other: list[Tensor],
         features: Tensor,
         task_features: list[Tensor] | None = None,
+        monitor: bool = False,
     ) -> StepInfo:
         """Heads walked once per task (``∂L_t/∂Z`` and head gradients), the trunk once per row.
 
@@ -525,18 +535,21 @@ class Engine:
         rows = _vjp([features], shared, [tg.dz], self.chunk_size) if self.mode == "exact" else [tg.dz]
         if isinstance(method, Aggregator):
             ones = torch.where(present, torch.ones_like(seen), torch.zeros_like(seen))
+            g = None
             if self.mode == "exact":
                 self._reduce_rows(rows)
+                g = self._rows_gramian(rows, t, reduced=True) if monitor else None
                 jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
                 self._write_shared(shared, rows, self._apply_aggregator(method, jac, seen, present))
             else:
+                g = self._rows_gramian(rows, t, reduced=False) if monitor else None
                 self._aggregate_features(method, tg.dz, features, shared, seen, present)
             if heads_later:
                 self._weighted(method, stacked, seen, ones, other)
             else:
                 self._write_other(other, tg, ones)
                 self._finish_written(method, seen, ones, other)
-            return StepInfo(seen, ones.detach(), present.detach(), None)
+            return StepInfo(seen, ones.detach(), present.detach(), g)
         g = self._global_gramian(rows, t)
         weights = self._weights(method, seen, g, present)
         self._remember(weights)
@@ -566,18 +579,22 @@ class Engine:
         shared: list[Tensor],
         other: Sequence[Tensor],
         features: Tensor | None,
+        monitor: bool = False,
     ) -> StepInfo:
         t = method.num_tasks
+        g = None
         if self.mode == "features":
             assert features is not None
+            g = self._rows_gramian(rows, t, reduced=False) if monitor else None
             self._aggregate_features(method, rows[0], features, shared, seen, present)
         else:
             self._reduce_rows(rows)
+            g = self._rows_gramian(rows, t, reduced=True) if monitor else None
             jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
             self._write_shared(shared, rows, self._apply_aggregator(method, jac, seen, present))
         ones = torch.where(present, torch.ones_like(seen), torch.zeros_like(seen)).detach()
         self._weighted(method, stacked, seen, ones, other)
-        return StepInfo(seen, ones, present.detach(), None)
+        return StepInfo(seen, ones, present.detach(), g)
 
     def _aggregate_features(
         self, method: Aggregator, dz: Tensor, features: Tensor, shared: list[Tensor], seen: Tensor, present: Tensor
@@ -688,6 +705,33 @@ class Engine:
         if self.dist is not None:
             self._sync(self._model_only(other))
         self._backward_method_params(method, seen, weights)
+
+    # --- monitoring --------------------------------------------------------------------------
+    def _monitor_due(self, step: int) -> bool:
+        return self.monitor_every > 0 and step % self.monitor_every == 0
+
+    def _monitor_gramian(self, stacked: Tensor, shared: list[Tensor], features: Tensor | None) -> Tensor | None:
+        """The Gramian for callbacks on a step where the method needs none (same mode as the engine's).
+
+        Exact mode: ``T`` batched rows through the trunk (through ``features`` when given);
+        features mode: ``∂L_t/∂Z`` only. The losses' graph is kept for the weighted backward.
+        """
+        if not stacked.requires_grad or not shared:
+            return None
+        t = stacked.shape[0]
+        feats = features if features is not None and features.requires_grad else None
+        if self.mode == "features" and feats is not None:
+            rows = jacobian(stacked, [feats], chunk_size=self.chunk_size)
+        else:
+            rows = jacobian(stacked, shared, features=feats, chunk_size=self.chunk_size)
+        return self._global_gramian(rows, t).detach()
+
+    def _rows_gramian(self, rows: list[Tensor], t: int, *, reduced: bool) -> Tensor:
+        """Gramian of Jacobian rows an aggregator already has (``reduced``: already summed over ranks)."""
+        g = _gramian_of(rows, t)
+        if self.dist is not None and not reduced:
+            self.dist.all_reduce([g], what="reducing the Gramian")
+        return (g / self._scale**2 if self._scale != 1.0 else g).detach()
 
     # --- helpers -----------------------------------------------------------------------------
     def _remember(self, weights: Tensor) -> None:

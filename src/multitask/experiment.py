@@ -35,7 +35,9 @@ from typing import Any, TextIO
 import torch
 
 from .architectures import build_model
+from .callbacks.base import Callback
 from .callbacks.progress import ProgressBar
+from .callbacks.relations import TaskRelations
 from .checkpoint import CheckpointError
 from .config import SOURCE_KEYS, ConfigError, component_params, dump_config, load_config_file, resolve_config
 from .data import (
@@ -140,11 +142,14 @@ def train_one(
     resume: bool = False,
     stream: TextIO | None = None,
     dist: Distributed | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> dict[str, Any]:
     """Train one model on ``data`` under the recipe of ``cfg``; write and return its result.
 
     The model is initialised from ``torch.manual_seed(train.seed)``, so every phase of a run
     starts from the same seed. Under ``dist`` every rank trains its share and rank 0 writes.
+    ``callbacks`` run after the progress bar and the :class:`TaskRelations` recorder, which
+    writes ``relations.jsonl`` whenever a Gramian is available (``train.relations_every``).
     """
     result_path = out / "result.json"
 
@@ -163,7 +168,9 @@ def train_one(
     name = weighting or cfg["weighting"]["name"]
     params = component_params(cfg, "weighting") if weighting_params is None else weighting_params
     quiet = cfg["run"]["quiet"] or (dist is not None and not dist.is_main)
-    callbacks = [] if quiet else [ProgressBar(label, stream=stream)]
+    all_callbacks: list[Callback] = [] if quiet else [ProgressBar(label, stream=stream)]
+    all_callbacks.append(TaskRelations(gramian_every=tr["relations_every"], path=out / "relations.jsonl"))
+    all_callbacks.extend(callbacks)
     trainer = Trainer(
         model,
         data.tasks,
@@ -179,7 +186,7 @@ def train_one(
         checkpoint_path=out / "checkpoint.pt",
         checkpoint_every=tr["checkpoint_every"],
         metrics_path=out / "metrics.jsonl",
-        callbacks=callbacks,
+        callbacks=all_callbacks,
         config=cfg,
         device=tr["device"],
         precision=tr["precision"],

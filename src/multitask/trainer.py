@@ -317,6 +317,8 @@ class Trainer:
             self._resume(self.checkpoint_path)
         if self.metrics_path is not None:
             self._rewrite_metrics()
+        every = [int(cb.gramian_every) for cb in self.callbacks if getattr(cb, "gramian_every", 0) > 0]
+        self.engine.monitor_every = math.gcd(*every) if every else 0
         for cb in self.callbacks:
             cb.on_fit_start(self)
         if self.finished:
@@ -436,6 +438,8 @@ class Trainer:
             if self.dist is not None:
                 batch = _shard_batch(batch, self.dist.shard(len(batch)))
             batch = batch.to(self.device)
+            for cb in self.callbacks:
+                cb.on_batch_start(self, batch)
             self.optimizer.zero_grad(set_to_none=True)
             # the engine multiplies the losses by the scaler's current scale S (scaler.scale(1) == S)
             scale = float(self.scaler.scale(torch.ones((), device=self.device))) if self.scaler is not None else 1.0
@@ -448,7 +452,7 @@ class Trainer:
                     other_params=other,
                     present=present,
                     counts=counts,
-                    features=features if self.engine.needs_gradients() else None,
+                    features=features if self.engine.needs_gradients() or self.engine.monitor_every else None,
                     task_features=[views[n] for n in self.task_names] if views is not None else None,
                     task_names=self.task_names,
                     step=self.global_step + 1,
@@ -475,6 +479,8 @@ class Trainer:
                 self.save_checkpoint(self.checkpoint_path)
         self.weighting.on_epoch_end()
         record = self._epoch_record(val, time.perf_counter() - t0)
+        for cb in self.callbacks:
+            record.update(cb.epoch_fields(self))
         self.history.append(record)
         if self.metrics_path is not None:
             with open(self.metrics_path, "a") as f:

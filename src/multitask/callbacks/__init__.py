@@ -2,5 +2,6 @@
 
 from .base import Callback
 from .progress import ProgressBar
+from .relations import TaskRelations
 
-__all__ = ["Callback", "ProgressBar"]
+__all__ = ["Callback", "ProgressBar", "TaskRelations"]

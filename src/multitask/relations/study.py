@@ -1,0 +1,213 @@
+"""``multitask affinity``: every affinity view of a dataset's tasks, with costs, saved to a directory.
+
+:func:`run_affinity` trains the all-tasks model of a config (the same config as ``multitask
+train``) with an :class:`~multitask.relations.AffinityProbe`, and writes to ``out``:
+
+* ``affinity.json``: task names, every ``T x T`` matrix (``labels``, ``tag``, ``first_order``,
+  ``first_order_features``, ``projected``, and ``pairwise`` with ``pairwise=True``), the seconds
+  each method cost, its cost relative to exact TAG, the Spearman correlation of each estimate with
+  exact TAG, and the same for the estimates measured on every 10th measured step only;
+* ``affinity_<matrix>.csv`` (rows: source task ``i``, columns: target task ``j``), the format
+  ``multitask group`` reads;
+* ``affinity_<matrix>.png`` heatmaps (with matplotlib);
+* ``model/``: the run directory of the trained model (metrics, checkpoint, ``relations.jsonl``).
+
+``pairwise=True`` also trains every task alone and every pair of tasks with the same recipe
+(``T + T(T-1)/2`` trainings): ``pairwise[i][j]`` is the relative change of task ``j``'s main
+validation metric when trained with task ``i`` instead of alone (positive: ``i`` helps ``j``);
+this is the direct, expensive measurement (Standley et al., "Which Tasks Should Be Learned
+Together in Multi-task Learning?", ICML 2020, https://arxiv.org/abs/1905.07553).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from ..data.base import MultiTaskData
+from ..metrics import relative_change
+from .affinity import ESTIMATES, AffinityProbe, label_similarity, spearman
+
+__all__ = ["format_affinity", "run_affinity", "write_matrix_csv"]
+
+SUBSAMPLE = 10
+
+
+def write_matrix_csv(path: Path, tasks: Sequence[str], matrix: np.ndarray) -> None:
+    """A square matrix as CSV: header ``source,<task...>``, one row per source task."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["source", *tasks])
+        for name, row in zip(tasks, np.asarray(matrix, dtype=float), strict=True):
+            w.writerow([name, *("" if not math.isfinite(v) else repr(float(v)) for v in row)])
+
+
+def _heatmap(path: Path, tasks: Sequence[str], matrix: np.ndarray, title: str) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    m = np.asarray(matrix, dtype=float).copy()
+    np.fill_diagonal(m, np.nan)
+    lim = float(np.nanmax(np.abs(m))) if np.isfinite(m).any() else 1.0
+    size = max(4.0, 0.45 * len(tasks) + 2.0)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    im = ax.imshow(m, cmap="RdBu", vmin=-lim, vmax=lim)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=90)
+    ax.set_yticks(range(len(tasks)), tasks)
+    ax.set_xlabel("target task j")
+    ax.set_ylabel("source task i")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _finite(m: np.ndarray) -> list[list[float | None]]:
+    return [[float(v) if math.isfinite(v) else None for v in row] for row in np.asarray(m, dtype=float)]
+
+
+def _pairwise(cfg: dict[str, Any], data: MultiTaskData, out: Path, stream: TextIO | None) -> tuple[np.ndarray, float]:
+    from ..experiment import train_one
+
+    names = [t.name for t in data.tasks if not t.auxiliary]
+    t0 = time.perf_counter()
+    alone: dict[str, float] = {}
+    for n in names:
+        res = train_one(cfg, data.select_tasks([n]), out / "single" / n, label=f"alone:{n}", resume=True, stream=stream)
+        alone[n] = float(res["val"][n][data.task(n).main_metric.name])
+    gain = np.full((len(data.tasks), len(data.tasks)), np.nan)
+    index = {t.name: k for k, t in enumerate(data.tasks)}
+    for a_i, a in enumerate(names):
+        for b in names[a_i + 1 :]:
+            res = train_one(cfg, data.select_tasks([a, b]), out / "pairs" / f"{a}+{b}", label=f"pair:{a}+{b}",
+                            resume=True, stream=stream)  # fmt: skip
+            for src, dst in ((a, b), (b, a)):
+                metric = data.task(dst).main_metric
+                with_src = float(res["val"][dst][metric.name])
+                gain[index[src], index[dst]] = relative_change(with_src, alone[dst], metric.higher_is_better)
+    return gain, time.perf_counter() - t0
+
+
+def run_affinity(
+    cfg: dict[str, Any],
+    out: str | Path,
+    *,
+    every: int = 1,
+    lr: float | None = None,
+    projections: int = 4,
+    estimates: Sequence[str] = ESTIMATES,
+    pairwise: bool = False,
+    stream: TextIO | None = None,
+) -> dict[str, Any]:
+    """Measure label similarity, exact TAG and its estimates (and optionally pairwise gains); write ``out``.
+
+    Args:
+        cfg: a resolved config (:func:`multitask.config.resolve_config`), as for ``multitask train``.
+        out: output directory (created).
+        every: measure the affinities every this many training steps.
+        lr: lookahead step ``η`` (default: the config's learning rate).
+        projections: random directions of the ``projected`` estimate.
+        estimates: the cheap estimates to measure next to exact TAG.
+        pairwise: also train every task alone and every pair (expensive).
+        stream: where progress lines go (None: silent).
+    """
+    from ..experiment import load_data, train_one
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(cfg)
+    if len(data.tasks) < 2:
+        raise ValueError(f"affinity: the data have {len(data.tasks)} task(s); affinities need at least 2")
+    tasks = data.task_names
+    t0 = time.perf_counter()
+    labels = label_similarity(data.train, data.tasks)
+    label_seconds = time.perf_counter() - t0
+    probe = AffinityProbe(every=every, lr=lr, projections=projections, estimates=estimates, seed=cfg["train"]["seed"])
+    result = train_one(cfg, data, out / "model", label="affinity", stream=stream, callbacks=[probe])
+    if not probe.pairs:
+        raise ValueError(
+            f"affinity: no training step was measured (every={every}, {result['steps']} steps); lower --every"
+        )
+    summary = probe.summary()
+    n = len(probe.pairs)
+    take = slice(None, None, SUBSAMPLE)
+    per_step = {m: np.asarray(probe.step_seconds[m]) for m in probe.methods}
+    sub = {
+        m: {
+            "spearman_vs_tag": spearman(probe.mean(m, take=take), probe.mean("tag")),
+            "cost_vs_tag": float(per_step[m][take].sum() / per_step["tag"].sum())
+            if per_step["tag"].sum() > 0
+            else None,
+            "measured_steps": len(range(n)[take]),
+        }
+        for m in probe.estimates
+    }
+    matrices: dict[str, Any] = {"labels": labels, **{m: np.asarray(v) for m, v in summary["matrices"].items()}}
+    seconds = {"labels": label_seconds, **summary["seconds"]}
+    if pairwise:
+        matrices["pairwise"], seconds["pairwise"] = _pairwise(cfg, data, out, stream)
+    report: dict[str, Any] = {
+        "tasks": tasks,
+        "matrices": {k: _finite(v) for k, v in matrices.items()},
+        "convention": "matrices[name][i][j] is the affinity of source task i onto target task j",
+        "measured_steps": n,
+        "training_steps": result["steps"],
+        "every": every,
+        "lookahead_lr": lr if lr is not None else cfg["train"]["lr"],
+        "projections": projections,
+        "seconds": seconds,
+        "training_seconds": result["seconds"],
+        "cost_vs_tag": summary["cost_vs_tag"],
+        "spearman_vs_tag": summary["spearman_vs_tag"],
+        f"every_{SUBSAMPLE}th_measurement": sub,
+        "spearman_labels_vs_tag": spearman(labels, matrices["tag"]),
+    }
+    if pairwise:
+        report["spearman_pairwise_vs_tag"] = spearman(matrices["pairwise"], matrices["tag"])
+    (out / "affinity.json").write_text(json.dumps(report, indent=2))
+    plots = []
+    for name, m in matrices.items():
+        write_matrix_csv(out / f"affinity_{name}.csv", tasks, m)
+        if _heatmap(out / f"affinity_{name}.png", tasks, m, f"{name}: source i -> target j"):
+            plots.append(name)
+    report["plots"] = plots
+    return report
+
+
+def format_affinity(report: dict[str, Any]) -> str:
+    """A plain-text table of costs and agreement with exact TAG."""
+    lines = [
+        f"{len(report['tasks'])} tasks, {report['measured_steps']} measured steps of {report['training_steps']} "
+        f"(every {report['every']}), lookahead step {report['lookahead_lr']:g}",
+        f"{'method':<22} {'seconds':>9} {'cost / TAG':>10} {'Spearman vs TAG':>16}",
+    ]
+    sub = report[f"every_{SUBSAMPLE}th_measurement"]
+    for m, secs in report["seconds"].items():
+        if m == "labels":
+            rho = report["spearman_labels_vs_tag"]
+            cost = "-"
+        elif m == "pairwise":
+            rho = report.get("spearman_pairwise_vs_tag", math.nan)
+            cost = f"{secs / report['seconds']['tag']:.2f}" if report["seconds"]["tag"] > 0 else "-"
+        else:
+            rho = report["spearman_vs_tag"].get(m, 1.0)
+            cost = f"{report['cost_vs_tag'][m]:.3f}"
+        lines.append(f"{m:<22} {secs:>9.3f} {cost:>10} {rho:>16.3f}")
+    for m, v in sub.items():
+        label = f"{m} (1/{SUBSAMPLE})"
+        cost = "-" if v["cost_vs_tag"] is None else f"{v['cost_vs_tag']:.3f}"
+        lines.append(f"{label:<22} {'':>9} {cost:>10} {v['spearman_vs_tag']:>16.3f}")
+    return "\n".join(lines)
