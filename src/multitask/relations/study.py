@@ -211,3 +211,68 @@ def format_affinity(report: dict[str, Any]) -> str:
         cost = "-" if v["cost_vs_tag"] is None else f"{v['cost_vs_tag']:.3f}"
         lines.append(f"{label:<22} {'':>9} {cost:>10} {v['spearman_vs_tag']:>16.3f}")
     return "\n".join(lines)
+
+
+def train_groups(
+    cfg: dict[str, Any],
+    groups: Sequence[Sequence[str]],
+    out: str | Path,
+    *,
+    served_by: dict[str, int] | None = None,
+    stream: TextIO | None = None,
+) -> dict[str, Any]:
+    """Train one model per group, all tasks together, and every task alone; compare on the test split.
+
+    Every model uses the recipe of ``cfg`` and is selected on validation. A task trained in several
+    groups is scored by the group that serves it (``served_by``; default: the first group that
+    contains it). Returns per-task test metrics of the three ways and their Δm against single-task
+    training (main metric per task, as ``multitask train`` reports it); finished trainings in
+    ``out`` are reused.
+    """
+    from ..experiment import load_data, train_one
+    from ..metrics import delta_m
+
+    out = Path(out)
+    data = load_data(cfg)
+    names = [t.name for t in data.tasks if not t.auxiliary]
+    known = set(data.task_names)
+    for g in groups:
+        bad = [n for n in g if n not in known]
+        if bad:
+            raise ValueError(f"train_groups: unknown task(s) {bad} in group {list(g)}; the data have {data.task_names}")
+    covered = {n for g in groups for n in g}
+    missing = [n for n in names if n not in covered]
+    if missing:
+        raise ValueError(f"train_groups: task(s) {missing} are in no group; every task needs a group")
+    serve = dict(served_by or {})
+    for n in names:
+        serve.setdefault(n, next(i for i, g in enumerate(groups) if n in g))
+    main = {t.name: {t.main_metric.name: t.main_metric.higher_is_better} for t in data.tasks if not t.auxiliary}
+
+    def metrics(res: dict[str, Any], task: str) -> dict[str, float]:
+        return {k: float(v) for k, v in res["test"][task].items()}
+
+    t0 = time.perf_counter()
+    single = {n: train_one(cfg, data.select_tasks([n]), out / "single" / n, label=f"alone:{n}", resume=True,
+                           stream=stream) for n in names}  # fmt: skip
+    together = train_one(cfg, data, out / "together", label="all tasks", resume=True, stream=stream)
+    grouped = [
+        train_one(cfg, data.select_tasks(list(g)), out / f"group-{i}", label=f"group {i}", resume=True, stream=stream)
+        for i, g in enumerate(groups)
+    ]
+    stl = {n: metrics(single[n], n) for n in names}
+    all_in_one = {n: metrics(together, n) for n in names}
+    by_group = {n: metrics(grouped[serve[n]], n) for n in names}
+    return {
+        "groups": [list(g) for g in groups],
+        "served_by": serve,
+        "single": stl,
+        "together": all_in_one,
+        "grouped": by_group,
+        "delta_m": {
+            "together": delta_m(all_in_one, stl, main),
+            "grouped": delta_m(by_group, stl, main),
+        },
+        "models": {"single": len(names), "together": 1, "grouped": len(groups)},
+        "seconds": time.perf_counter() - t0,
+    }
