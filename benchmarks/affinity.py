@@ -33,7 +33,9 @@ import numpy as np
 import torch
 
 from multitask.config import resolve_config
-from multitask.relations.study import SUBSAMPLE, run_affinity
+from multitask.relations.study import run_affinity
+
+FRACTIONS = ("1/5", "1/10")
 
 RECIPES: dict[str, dict[str, Any]] = {
     "yeast": {"data": {"dataset": "yeast"}, "train": {"epochs": 15, "batch_size": 128, "lr": 1e-3}},
@@ -51,8 +53,8 @@ def config(dataset: str, seed: int) -> dict[str, Any]:
     return resolve_config(recipe)
 
 
-def ms(values: list[float]) -> str:
-    vals = [v for v in values if np.isfinite(v)]
+def ms(values: list[float | None]) -> str:
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
     if not vals:
         return "-"
     if len(vals) == 1:
@@ -69,22 +71,28 @@ def estimates(args: argparse.Namespace) -> None:
             report = run_affinity(config(dataset, seed), out, every=args.every, lr=args.lookahead_lr,
                                   projections=args.projections)  # fmt: skip
             steps.append(report["measured_steps"])
-            sub = report[f"every_{SUBSAMPLE}th_measurement"]
-            for m, rho in report["spearman_vs_tag"].items():
-                r = rows.setdefault(m, {"rho": [], "cost": [], "rho_sub": [], "cost_sub": []})
-                r["rho"].append(rho)
-                r["cost"].append(report["cost_vs_tag"][m])
-                r["rho_sub"].append(sub[m]["spearman_vs_tag"])
-                r["cost_sub"].append(sub[m]["cost_vs_tag"])
-            r = rows.setdefault("labels", {"rho": [], "cost": [], "rho_sub": [], "cost_sub": []})
-            r["rho"].append(report["spearman_labels_vs_tag"])
+            for m in ["tag", *report["spearman_vs_tag"]]:
+                r = rows.setdefault(m, {})
+                r.setdefault("rho", []).append(report["spearman_vs_tag"].get(m, 1.0))
+                r.setdefault("cost", []).append(report["cost_vs_tag"][m])
+                for frac in FRACTIONS:
+                    v = report["subsampled"][frac]["methods"][m]
+                    r.setdefault(f"rho {frac}", []).append(v["spearman_vs_tag"])
+                    r.setdefault(f"cost {frac}", []).append(v["cost_vs_tag"])
+            rows.setdefault("labels", {}).setdefault("rho", []).append(report["spearman_labels_vs_tag"])
             print(f"[{dataset} seed {seed}] {json.dumps(report['spearman_vs_tag'])}", file=sys.stderr)
         t = len(report["tasks"])
         print(f"\n### {dataset} ({t} tasks, {steps[0]} measured steps per seed, seeds {args.seeds})\n")
-        print("| estimate | Spearman vs exact TAG | cost / exact TAG | Spearman, every 10th step | cost, every 10th |")
-        print("|---|---|---|---|---|")
+        head = ["estimate", "Spearman vs exact TAG", "cost / exact TAG"]
+        for frac in FRACTIONS:
+            head += [f"Spearman, {frac} of the steps", f"cost, {frac}"]
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
         for m, r in rows.items():
-            print(f"| {m} | {ms(r['rho'])} | {ms(r['cost'])} | {ms(r['rho_sub'])} | {ms(r['cost_sub'])} |")
+            cells = [m, ms(r["rho"]), ms(r.get("cost", []))]
+            for frac in FRACTIONS:
+                cells += [ms(r.get(f"rho {frac}", [])), ms(r.get(f"cost {frac}", []))]
+            print("| " + " | ".join(cells) + " |")
 
 
 def grouping(args: argparse.Namespace) -> None:
