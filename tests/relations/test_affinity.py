@@ -56,13 +56,14 @@ def test_exact_tag_matches_hand_derived_values_and_estimates_agree() -> None:
     mats = probe.matrices
     helpful, harmful = [("a", "b"), ("b", "d"), ("d", "a")], [("a", "c"), ("c", "b"), ("d", "c")]
     idx = {k: i for i, k in enumerate(TARGETS)}
-    for name in ("tag", "first_order", "first_order_features", "projected"):
+    for name in ("tag", "first_order", "first_order_last", "first_order_features", "projected"):
         m = mats[name]
         assert all(m[idx[i], idx[j]] > 0 for i, j in helpful), name
         assert all(m[idx[i], idx[j]] < 0 for i, j in harmful), name
     summary = probe.summary()
     assert all(summary["spearman_vs_tag"][e] > 0.9 for e in ("first_order", "projected"))
-    assert set(summary["seconds"]) == {"tag", "first_order", "first_order_features", "projected"}
+    assert set(summary["seconds"]) == {"tag", "first_order", "first_order_last", "first_order_features", "projected"}
+    assert summary["cost_vs_tag"]["tag"] == 1.0 and len(probe.forward_seconds) == 1
     assert summary["measured_steps"] == 1
 
 
@@ -195,7 +196,9 @@ def test_cli_affinity_writes_matrices_for_group(tmp_path: Path, capsys: pytest.C
     assert "Spearman vs TAG" in printed and "pairwise" in printed
     report = json.loads((out / "affinity.json").read_text())
     assert report["tasks"] == ["left", "right"]
-    assert {"labels", "tag", "first_order", "first_order_features", "projected", "pairwise"} <= set(report["matrices"])
+    assert {"labels", "tag", "first_order", "first_order_last", "first_order_features", "projected", "pairwise"} <= set(
+        report["matrices"]
+    )
     assert report["measured_steps"] >= 1 and report["cost_vs_tag"]["tag"] == pytest.approx(1.0)
     header = (out / "affinity_tag.csv").read_text().splitlines()[0]
     assert header == "source,left,right"

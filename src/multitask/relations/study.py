@@ -176,6 +176,8 @@ def run_affinity(
         "seconds": seconds,
         "training_seconds": result["seconds"],
         "cost_vs_tag": summary["cost_vs_tag"],
+        "cost_vs_tag_with_forward": summary["cost_vs_tag_with_forward"],
+        "forward_seconds": summary["forward_seconds"],
         "spearman_vs_tag": summary["spearman_vs_tag"],
         "subsampled": sub,
         "spearman_labels_vs_tag": spearman(labels, matrices["tag"]),
