@@ -44,11 +44,12 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def config(dataset: str, seed: int) -> dict[str, Any]:
+def config(dataset: str, seed: int, weighting: str = "equal") -> dict[str, Any]:
     if dataset not in RECIPES:
         raise SystemExit(f"--datasets: {dataset!r} has no recipe here; choose from {sorted(RECIPES)}")
     recipe = json.loads(json.dumps(RECIPES[dataset]))
     recipe["train"]["seed"] = seed
+    recipe["weighting"] = {"name": weighting}
     recipe["run"] = {"quiet": True}
     return resolve_config(recipe)
 
@@ -67,8 +68,8 @@ def estimates(args: argparse.Namespace) -> None:
         rows: dict[str, dict[str, list[float]]] = {}
         steps = []
         for seed in args.seeds:
-            out = args.out / dataset / f"seed-{seed}"
-            report = run_affinity(config(dataset, seed), out, every=args.every, lr=args.lookahead_lr,
+            out = args.out / args.weighting / dataset / f"seed-{seed}"
+            report = run_affinity(config(dataset, seed, args.weighting), out, every=args.every, lr=args.lookahead_lr,
                                   projections=args.projections)  # fmt: skip
             steps.append(report["measured_steps"])
             for m in ["tag", *report["spearman_vs_tag"]]:
@@ -82,7 +83,8 @@ def estimates(args: argparse.Namespace) -> None:
             rows.setdefault("labels", {}).setdefault("rho", []).append(report["spearman_labels_vs_tag"])
             print(f"[{dataset} seed {seed}] {json.dumps(report['spearman_vs_tag'])}", file=sys.stderr)
         t = len(report["tasks"])
-        print(f"\n### {dataset} ({t} tasks, {steps[0]} measured steps per seed, seeds {args.seeds})\n")
+        print(f"\n### {dataset}, trained with {args.weighting} ({t} tasks, {steps[0]} measured steps per seed, "
+              f"seeds {args.seeds})\n")  # fmt: skip
         head = ["estimate", "Spearman vs exact TAG", "cost / exact TAG"]
         for frac in FRACTIONS:
             head += [f"Spearman, {frac} of the steps", f"cost, {frac}"]
@@ -102,7 +104,7 @@ def grouping(args: argparse.Namespace) -> None:
     for dataset in args.datasets:
         lines = []
         for seed in args.seeds:
-            cfg = config(dataset, seed)
+            cfg = config(dataset, seed, args.weighting)
             out = args.out / dataset / f"seed-{seed}"
             report = run_affinity(cfg, out / "affinity", every=args.every, lr=args.lookahead_lr,
                                   estimates=("first_order",))  # fmt: skip
@@ -134,6 +136,7 @@ def main() -> None:
     p.add_argument("--lookahead-lr", type=float, default=None)
     p.add_argument("--projections", type=int, default=4)
     p.add_argument("--k", type=int, default=3)
+    p.add_argument("--weighting", default="equal", help="weighting of the measured run (upgrad: first_order_engine)")
     p.add_argument("--out", type=Path, default=Path("bench-affinity"))
     args = p.parse_args()
     torch.set_num_threads(1)

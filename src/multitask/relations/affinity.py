@@ -14,6 +14,9 @@ together with three estimates on the same batches, each with its own measured co
 
 * ``first_order``: ``η G_ij / L_j`` with ``G`` the Gramian of the shared-parameter gradients (the
   first-order Taylor expansion of ``Z``; free when a gradient method already computes ``G``);
+* ``first_order_engine``: the same ``η G_ij / L_j`` read from the Gramian the weighting itself
+  computes at that step (exact-mode gradient methods such as MGDA or UPGrad): no extra computation
+  at all; not available (NaN) when training with a loss-only weighting;
 * ``first_order_last``: the same with the Gramian of the gradients of the last shared layer only
   (the module owning the last shared parameter): autograd stops there, so the trunk is not
   backpropagated ``T`` times;
@@ -55,7 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["ESTIMATES", "AffinityProbe", "label_similarity", "spearman"]
 
 #: The cheap estimates measured next to exact TAG, in report order.
-ESTIMATES = ("first_order", "first_order_last", "first_order_features", "projected")
+ESTIMATES = ("first_order", "first_order_engine", "first_order_last", "first_order_features", "projected")
 
 
 def _label_columns(task: Task, target: Tensor) -> np.ndarray:
@@ -196,6 +199,7 @@ class AffinityProbe(Callback):
         self.seconds: dict[str, float] = {m: 0.0 for m in self.methods}
         self.step_seconds: dict[str, list[float]] = {m: [] for m in self.methods}
         self.forward_seconds: list[float] = []
+        self._pending = False
         self._gen = torch.Generator().manual_seed(seed)
 
     @property
@@ -208,8 +212,9 @@ class AffinityProbe(Callback):
         pairs = self.pairs[take] if take is not None else self.pairs
         if not mats:
             raise ValueError(f"AffinityProbe: no step measured for {method!r}; train longer or lower `every`")
-        total = np.sum([np.where(p, m, 0.0) for m, p in zip(mats, pairs, strict=True)], axis=0)
-        count = np.sum(pairs, axis=0)
+        valid = [p & np.isfinite(m) for m, p in zip(mats, pairs, strict=True)]
+        total = np.sum([np.where(v, m, 0.0) for m, v in zip(mats, valid, strict=True)], axis=0)
+        count = np.sum(valid, axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
@@ -231,7 +236,25 @@ class AffinityProbe(Callback):
                 torch.cuda.set_rng_state_all(cuda_rng)
 
     def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
-        return
+        """``first_order_engine``: the first-order estimate from the Gramian the method just computed.
+
+        Measured before the step on the same batch, parameters and dropout masks, an exact-mode
+        gradient method's Gramian is the probe's own ``G``; reading it costs nothing extra.
+        """
+        if not self._pending:
+            return
+        self._pending = False
+        if "first_order_engine" not in self.estimates or info.gramian is None or trainer.engine.mode != "exact":
+            return
+        t0 = time.perf_counter()
+        g = info.gramian.detach().double().cpu().numpy()
+        losses = info.losses.detach().double().cpu().numpy()
+        denom = np.where(losses > 0, losses, np.nan)[None, :]
+        eta = self.lr if self.lr is not None else float(trainer.lr)
+        self.steps["first_order_engine"][-1] = np.where(self.pairs[-1], eta * g / denom, np.nan)
+        cost = time.perf_counter() - t0
+        self.step_seconds["first_order_engine"][-1] = cost
+        self.seconds["first_order_engine"] += cost
 
     # --- one measurement -------------------------------------------------------------------
     def _losses(self, trainer: Trainer, batch: Batch, outputs: dict[str, Tensor]) -> Tensor:
@@ -310,6 +333,7 @@ class AffinityProbe(Callback):
             self.steps[m].append(np.where(pair, results[m], np.nan) if m in results else np.full((t, t), np.nan))
             self.seconds[m] += costs.get(m, 0.0)
             self.step_seconds[m].append(costs.get(m, 0.0))
+        self._pending = True
         self.pairs.append(pair & np.isfinite(denom))
 
     def _sketch(
