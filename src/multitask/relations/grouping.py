@@ -80,6 +80,7 @@ __all__ = [
     "Grouping",
     "group_tasks",
     "load_affinity",
+    "read_affinity",
     "save_affinity",
     "score_groups",
 ]
@@ -690,7 +691,8 @@ def _tag_split(state: _TagState, s: FloatArray, k: int, value: float, tol: float
 
 
 def _local_search_tag(state: _TagState, k: int, tol: float, deadline: float | None) -> _TagState:
-    """Best-improvement add / remove / move / drop / open steps, each checked exactly before it is taken."""
+    """Best-improvement add / remove / move / drop / merge / open steps, then spectral splits; each
+    step is checked exactly before it is taken."""
     z, singleton, cost = state.z, state.singleton, state.cost
     t = z.shape[0]
     cols = np.arange(t)
@@ -730,6 +732,11 @@ def _local_search_tag(state: _TagState, k: int, tol: float, deadline: float | No
         move = members_rem[:, None] + members_add[jm, :] + own_move
         move[x[:, jm].T] = -np.inf
         drop = np.where(x, other - best[None, :], 0.0).sum(axis=1) + cost
+        # merge groups a and b (estimated as if disjoint): their members' scores in the union
+        union = (c_m[:, None] + c[:, jm].T) / (n[gm][:, None] + n[None, :] - 1)
+        half = indicator.T @ (np.maximum(other_m[:, None], union) - best_m[:, None])
+        merge = half + half.T + cost
+        merge[np.tril_indices(g)] = -np.inf
         if g < k:
             single = np.maximum(best, singleton) - best - cost
             gain = np.maximum(best[:, None], z.T) - best[:, None]
@@ -741,6 +748,7 @@ def _local_search_tag(state: _TagState, k: int, tol: float, deadline: float | No
         candidates += [(d, "remove", i) for d, i in _top(remove, 4)]
         candidates += [(d, "move", i) for d, i in _top(move, 4)]
         candidates += [(d, "drop", i) for d, i in _top(drop, 2)]
+        candidates += [(d, "merge", i) for d, i in _top(merge, 2)]
         candidates += [(d, "single", i) for d, i in _top(single, 2)]
         candidates += [(d, "pair", i) for d, i in _top(pair, 2)]
         candidates.sort(key=lambda e: -e[0])
@@ -766,6 +774,11 @@ def _local_search_tag(state: _TagState, k: int, tol: float, deadline: float | No
                 trial.prune()
             elif kind == "drop":
                 trial.drop(i)
+            elif kind == "merge":
+                ga, gb = divmod(i, g)
+                for task in np.flatnonzero(trial.x[gb] & ~trial.x[ga]):
+                    trial.add(int(task), ga)
+                trial.drop(gb)
             elif kind == "single":
                 trial.open([i])
             else:
@@ -880,6 +893,9 @@ def _perturb_tag(state: _TagState, k: int, rng: np.random.Generator) -> _TagStat
     return _TagState(state.z, x, state.singleton, state.cost)
 
 
+_PATIENCE = 100  # iterated local search stops after this many rounds without a better result
+
+
 def _rounds(t: int) -> int:
     """Iterated-local-search rounds after the first local search (fewer for large ``T``)."""
     return max(5, min(150, 6000 // t))
@@ -903,15 +919,17 @@ def _search_partition(
     values = [value(lab) for lab in found]
     best, best_value = found[int(np.argmax(values))], max(values)
     current, current_value = best, best_value
+    stale = 0
     for _ in range(rounds):
-        if deadline is not None and time.perf_counter() > deadline:
+        if (deadline is not None and time.perf_counter() > deadline) or stale >= _PATIENCE:
             break
+        stale += 1
         cand = _local_search_partition(s, _perturb(current, k, rng), k, cost, tol, deadline)
         cand_value = value(cand)
         if cand_value >= current_value - tol:  # sideways steps let the search walk along plateaus
             current, current_value = cand, cand_value
         if cand_value > best_value + tol:
-            best, best_value = cand, cand_value
+            best, best_value, stale = cand, cand_value, 0
     return _groups_from_labels(best)
 
 
@@ -948,15 +966,17 @@ def _search_tag(
     values = [f.value() for f in found]
     best, best_value = found[int(np.argmax(values))], max(values)
     current, current_value = best, best_value
+    stale = 0
     for _ in range(rounds):
-        if deadline is not None and time.perf_counter() > deadline:
+        if (deadline is not None and time.perf_counter() > deadline) or stale >= _PATIENCE:
             break
+        stale += 1
         cand = _local_search_tag(_perturb_tag(current, k, rng), k, tol, deadline)
         cand_value = cand.value()
         if cand_value >= current_value - tol:  # sideways steps let the search walk along plateaus
             current, current_value = cand, cand_value
         if cand_value > best_value + tol:
-            best, best_value = cand, cand_value
+            best, best_value, stale = cand, cand_value, 0
     return _groups_from_membership(best.x)
 
 
@@ -1127,6 +1147,14 @@ def load_affinity(path: str | os.PathLike[str], *, matrix: str | None = None) ->
     - ``.csv``: header ``source,<task1>,<task2>,...`` then one row per source task
       ``<task_i>,<Z[i,0]>,...``; rows and columns must list the tasks in the same order.
     """
+    z, names, _ = read_affinity(path, matrix=matrix)
+    return z, names
+
+
+def read_affinity(
+    path: str | os.PathLike[str], *, matrix: str | None = None
+) -> tuple[FloatArray, list[str], str | None]:
+    """:func:`load_affinity` plus the name of the matrix read (``None`` for CSV)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"affinity file {str(p)!r} not found")
@@ -1136,11 +1164,11 @@ def load_affinity(path: str | os.PathLike[str], *, matrix: str | None = None) ->
     if suffix == ".csv":
         if matrix is not None:
             raise ValueError(f"matrix={matrix!r}: a CSV affinity file holds one matrix; drop the matrix name")
-        return _load_csv(p)
+        return (*_load_csv(p), None)
     raise ValueError(f"affinity file {str(p)!r}: unknown type {suffix or '(none)'!r}; give a .json or .csv file")
 
 
-def _load_json(p: Path, matrix: str | None) -> tuple[FloatArray, list[str]]:
+def _load_json(p: Path, matrix: str | None) -> tuple[FloatArray, list[str], str]:
     try:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
@@ -1162,7 +1190,7 @@ def _load_json(p: Path, matrix: str | None) -> tuple[FloatArray, list[str]]:
     z = np.array(
         [[_to_float(v, f"{p}: matrix {name!r} [{i}, {j}]") for j, v in enumerate(r)] for i, r in enumerate(rows)]
     )
-    return z.reshape(t, t), list(tasks)
+    return z.reshape(t, t), list(tasks), name
 
 
 def _load_csv(p: Path) -> tuple[FloatArray, list[str]]:
