@@ -675,7 +675,7 @@ def _tag_split(state: _TagState, s: FloatArray, k: int, value: float, tol: float
     best, best_value = None, value + tol
     for g in range(len(state.x)):
         members = np.flatnonzero(state.x[g])
-        if len(members) < 2:
+        if len(members) < 4:  # smaller groups: the single-task steps already try every split
             continue
         part = _bisection(s, members)
         if not len(part):
@@ -690,6 +690,47 @@ def _tag_split(state: _TagState, s: FloatArray, k: int, value: float, tol: float
     return best
 
 
+def _segment_sums(a: FloatArray, starts: IntArray) -> FloatArray:
+    """Sums of the row blocks ``a[starts[i]:starts[i + 1]]`` (by differences of a cumulative sum)."""
+    cs = np.zeros((a.shape[0] + 1, *a.shape[1:]))
+    np.cumsum(a, axis=0, out=cs[1:])
+    ends = np.append(starts[1:], a.shape[0])
+    sums: FloatArray = cs[ends] - cs[starts]
+    return sums
+
+
+def _tag_step(state: _TagState, kind: str, i: int, gm: IntArray, jm: IntArray) -> _TagState | None:
+    """A copy of ``state`` after one local-search step (``None`` if it would leave a task uncovered).
+
+    ``i`` is the flat index into the gain array of that kind; ``gm, jm`` the memberships.
+    """
+    g, t = state.x.shape
+    trial = state.copy()
+    if kind == "add":
+        task, grp = divmod(i, g)
+        trial.add(task, grp)
+    elif kind == "remove":
+        trial.remove(int(jm[i]), int(gm[i]))
+        trial.prune()
+    elif kind == "move":
+        mi, target = divmod(i, g)
+        trial.add(int(jm[mi]), target)
+        trial.remove(int(jm[mi]), int(gm[mi]))
+        trial.prune()
+    elif kind == "drop":
+        trial.drop(i)
+    elif kind == "merge":
+        ga, gb = divmod(i, g)
+        for task in np.flatnonzero(trial.x[gb] & ~trial.x[ga]):
+            trial.add(int(task), ga)
+        trial.drop(gb)
+    elif kind == "single":
+        trial.open([i])
+    else:  # pair
+        trial.open(list(divmod(i, t)))
+    return trial if trial.x.any(axis=0).all() else None
+
+
 def _local_search_tag(state: _TagState, k: int, tol: float, deadline: float | None) -> _TagState:
     """Best-improvement add / remove / move / drop / merge / open steps, then spectral splits; each
     step is checked exactly before it is taken."""
@@ -698,6 +739,7 @@ def _local_search_tag(state: _TagState, k: int, tol: float, deadline: float | No
     cols = np.arange(t)
     value = state.value()
     s_sym = z + z.T
+    zt = np.ascontiguousarray(z.T)  # zt[j] = affinities onto j
     for _ in range(20 * t + 100):
         if deadline is not None and time.perf_counter() > deadline:
             break
@@ -713,19 +755,20 @@ def _local_search_tag(state: _TagState, k: int, tol: float, deadline: float | No
         other = np.where(np.arange(g)[:, None] == arg1[None, :], second[None, :], best[None, :])
         gm, jm = np.nonzero(x)  # memberships (group, task)
         other_m, best_m, c_m = other[gm, jm], best[jm], c[gm, jm]
-        indicator = np.zeros((len(gm), g))
-        indicator[np.arange(len(gm)), gm] = 1.0
+        starts = np.searchsorted(gm, np.arange(g))  # memberships are sorted by group, no group is empty
         # add task t to group h: the members' new scores, then t's own
-        members_add = (np.maximum(other_m[None, :], (c_m[None, :] + z[:, jm]) / n[gm][None, :]) - best_m) @ indicator
+        gains = np.maximum(other_m[:, None], (c_m[:, None] + zt[jm]) / n[gm][:, None]) - best_m[:, None]
+        members_add = _segment_sums(gains, starts).T  # (tasks, groups)
         add = members_add + np.maximum(best[:, None], (c / n[:, None]).T) - best[:, None]
         add[x.T] = -np.inf
         # remove membership (h, t): the other members' new scores (a group of one disappears)
-        same = gm[:, None] == gm[None, :]
-        np.fill_diagonal(same, False)
-        nm = n[gm][None, :]
-        left = np.where(nm >= 3, (c_m[None, :] - z[jm][:, jm]) / np.maximum(nm - 2, 1), singleton)
-        members_rem = np.where(same, np.maximum(other_m[None, :], left) - best_m[None, :], 0.0).sum(axis=1)
-        members_rem += np.where(n[gm] == 1, cost, 0.0)
+        size_m = n[gm]
+        m1 = np.repeat(np.arange(len(gm)), size_m)  # pairs of memberships of one group
+        m2 = np.repeat(starts[gm], size_m) + np.arange(len(m1)) - np.repeat(np.cumsum(size_m) - size_m, size_m)
+        nm = size_m[m2]
+        left = np.where(nm >= 3, (c_m[m2] - z[jm[m1], jm[m2]]) / np.maximum(nm - 2, 1), singleton)
+        terms = np.where(m1 != m2, np.maximum(other_m[m2], left) - best_m[m2], 0.0)
+        members_rem = np.bincount(m1, weights=terms, minlength=len(gm)) + np.where(size_m == 1, cost, 0.0)
         remove = members_rem + other_m - best_m
         # move membership (h, t) to group h2
         own_move = np.maximum(other_m[:, None], (c[:, jm] / n[:, None]).T) - best_m[:, None]
@@ -734,7 +777,7 @@ def _local_search_tag(state: _TagState, k: int, tol: float, deadline: float | No
         drop = np.where(x, other - best[None, :], 0.0).sum(axis=1) + cost
         # merge groups a and b (estimated as if disjoint): their members' scores in the union
         union = (c_m[:, None] + c[:, jm].T) / (n[gm][:, None] + n[None, :] - 1)
-        half = indicator.T @ (np.maximum(other_m[:, None], union) - best_m[:, None])
+        half = _segment_sums(np.maximum(other_m[:, None], union) - best_m[:, None], starts)
         merge = half + half.T + cost
         merge[np.tril_indices(g)] = -np.inf
         if g < k:
@@ -744,53 +787,35 @@ def _local_search_tag(state: _TagState, k: int, tol: float, deadline: float | No
             np.fill_diagonal(pair, -np.inf)
         else:
             single, pair = np.full(t, -np.inf), np.full((1, 1), -np.inf)
-        candidates = [(d, "add", i) for d, i in _top(add, 4)]
-        candidates += [(d, "remove", i) for d, i in _top(remove, 4)]
-        candidates += [(d, "move", i) for d, i in _top(move, 4)]
-        candidates += [(d, "drop", i) for d, i in _top(drop, 2)]
-        candidates += [(d, "merge", i) for d, i in _top(merge, 2)]
-        candidates += [(d, "single", i) for d, i in _top(single, 2)]
-        candidates += [(d, "pair", i) for d, i in _top(pair, 2)]
-        candidates.sort(key=lambda e: -e[0])
-        candidates.append((np.inf, "split", 0))  # when no move gains: try spectral bisections
+        kinds = {"add": add, "remove": remove, "move": move, "drop": drop, "merge": merge, "single": single}
+        kinds["pair"] = pair
+        # the best step of each kind first; the next few of each only if none of those checks out
+        first = sorted(((float(v.max()), kind, int(np.argmax(v))) for kind, v in kinds.items()), key=lambda e: -e[0])
         improved = False
-        for delta, kind, i in [*candidates[:6], candidates[-1]]:
-            if kind == "split":
-                trial_split = _tag_split(state, s_sym, k, value, tol)
-                if trial_split is not None:
-                    state, value, improved = trial_split, trial_split.value(), True
-                break
-            if delta <= tol:
-                continue
-            trial = state.copy()
-            if kind == "add":
-                task, grp = divmod(i, g)
-                trial.add(task, grp)
-            elif kind in ("remove", "move"):
-                mi, h2 = divmod(i, g) if kind == "move" else (i, -1)
-                if kind == "move":
-                    trial.add(int(jm[mi]), h2)
-                trial.remove(int(jm[mi]), int(gm[mi]))
-                trial.prune()
-            elif kind == "drop":
-                trial.drop(i)
-            elif kind == "merge":
-                ga, gb = divmod(i, g)
-                for task in np.flatnonzero(trial.x[gb] & ~trial.x[ga]):
-                    trial.add(int(task), ga)
-                trial.drop(gb)
-            elif kind == "single":
-                trial.open([i])
+        for tier in range(2):
+            if tier == 1:
+                if improved or first[0][0] <= tol:
+                    break
+                seen = {(kind, i) for _, kind, i in first}
+                more = [(d, kind, i) for kind, v in kinds.items() for d, i in _top(v, 4) if (kind, i) not in seen]
+                steps = sorted(more, key=lambda e: -e[0])[:6]
             else:
-                trial.open(list(divmod(i, t)))
-            if not trial.x.any(axis=0).all():
-                continue
-            new_value = trial.value()
-            if new_value > value + tol:
-                state, value, improved = trial, new_value, True
+                steps = first
+            for delta, kind, i in steps:
+                if delta <= tol:
+                    break
+                trial = _tag_step(state, kind, i, gm, jm)
+                if trial is None:
+                    continue
+                new_value = trial.value()
+                if new_value > value + tol:
+                    state, value, improved = trial, new_value, True
+                    break
+        if not improved:  # no single step gains: spectral bisections of the groups
+            split = _tag_split(state, s_sym, k, value, tol)
+            if split is None:
                 break
-        if not improved:
-            break
+            state, value = split, split.value()
     return state
 
 
@@ -855,6 +880,11 @@ def _spectral_starts(
     return [labels[i] for i in order[:keep]]
 
 
+def _perturbation_size(t: int) -> int:
+    """At most this many tasks are reassigned per perturbation: 15% of them, between 2 and 12."""
+    return max(2, min(12, math.ceil(0.15 * t)))
+
+
 def _perturb(labels: IntArray, k: int, rng: np.random.Generator) -> IntArray:
     """Reassign a few random tasks to random groups, or split a random group in two."""
     t = len(labels)
@@ -866,7 +896,7 @@ def _perturb(labels: IntArray, k: int, rng: np.random.Generator) -> IntArray:
             half = rng.permutation(members)[: len(members) // 2]
             new[half] = g
             return _relabel(new)
-    r = int(rng.integers(1, max(2, math.ceil(0.15 * t)) + 1))
+    r = int(rng.integers(1, _perturbation_size(t) + 1))
     chosen = rng.choice(t, size=min(r, t), replace=False)
     new[chosen] = rng.integers(0, min(g + 1, k), size=len(chosen))
     return _relabel(new)
@@ -885,7 +915,7 @@ def _perturb_tag(state: _TagState, k: int, rng: np.random.Generator) -> _TagStat
             row[0, half] = True
             x[:, half] = False
             return _TagState(state.z, np.vstack([x, row]), state.singleton, state.cost)
-    r = int(rng.integers(1, max(2, math.ceil(0.15 * t)) + 1))
+    r = int(rng.integers(1, _perturbation_size(t) + 1))
     x = np.vstack([x, np.zeros((1, t), dtype=bool)]) if g < k else x
     for task in rng.choice(t, size=min(r, t), replace=False):
         x[:, task] = False
