@@ -1,7 +1,7 @@
 """Task grouping (``multitask.relations.group_tasks``): exact solver time and correctness, heuristic
 quality against exact, heuristic time at scale. Prints the Markdown tables of docs/relations.md::
 
-    python benchmarks/grouping.py                  # everything, 3 repeats (about 10 minutes on one core)
+    python benchmarks/grouping.py                  # everything, 3 repeats (about 5 minutes on one core)
     python benchmarks/grouping.py --repeats 1 --sizes 8,10,12 --large 100
 
 Instances: ``clustered`` affinities (T/4 latent clusters, +0.6 within a cluster, -0.3 offset, a
@@ -70,9 +70,12 @@ def timed(z: np.ndarray, repeats: int, **kwargs: Any) -> tuple[list[float], Grou
 
 
 def fmt(times: list[float]) -> str:
+    """``min / median`` of repeated timings, or the one value."""
     lo, med = min(times), statistics.median(times)
-    unit = (1e3, "ms") if med < 1 else (1.0, "s")
-    return f"{lo * unit[0]:.3g} / {med * unit[0]:.3g} {unit[1]}"
+    scale, unit = (1e3, "ms") if med < 1 else (1.0, "s")
+    if len(times) == 1:
+        return f"{med * scale:.3g} {unit}"
+    return f"{lo * scale:.3g} / {med * scale:.3g} {unit}"
 
 
 def brute_partition(z: np.ndarray, k: int, cost: float) -> float:

@@ -22,8 +22,8 @@ and each task is *served* by the chosen group containing it that gives it the hi
 
     maximize   Σ_j max_{g ∈ 𝒢, j ∈ g} s(j, g) − cost · |𝒢|     subject to |𝒢| ≤ k.
 
-``objective="partition"`` splits the tasks into disjoint groups and maximizes the within-group
-affinity, counted both ways (Standley et al.'s setting with one model per task and no overlap)::
+``objective="partition"`` splits the tasks into disjoint groups (each task trained in exactly one
+model) and maximizes the within-group affinity, counted both ways (a group of one is worth 0)::
 
     maximize   Σ_{g ∈ 𝒢} Σ_{i ≠ j ∈ g} Z[i, j] − cost · |𝒢|   subject to 𝒢 a partition, |𝒢| ≤ k.
 
@@ -43,15 +43,19 @@ it handles up to :data:`EXACT_MAX_TASKS` tasks (memory and time grow as ``3^T``)
 ``method="greedy"`` (scalable) starts from agglomerative merging (merge the two groups whose
 union gains most, while it gains, or while there are more than ``k`` groups), then runs a
 best-improvement local search (``partition``: move a task, swap two tasks, open a group, merge two
-groups; ``tag``: add a task to a group, remove it from one, move it, drop a group, open a group of
-one or two tasks), then iterated local search: a few rounds of random reassignment of ~10% of the
-tasks followed by local search, keeping the best. Deterministic for a given ``seed``.
+groups; ``tag``: add a task to a group, remove it from one, move it, drop a group, merge two
+groups, open a group of one or two tasks; every tag step is re-scored exactly before it is taken),
+with spectral bisection of a group when no single step gains, then iterated local search: rounds
+of random reassignment of a few tasks (or a random split) followed by local search, keeping the
+best. Deterministic for a given ``seed``.
 
 ``method="spectral"`` starts instead from spectral clustering of the symmetric affinity
 ``Z + Zᵀ`` (eigenvectors of its largest eigenvalues, rows normalized, k-means++ with ``seed``),
 then the same local search. For ``tag`` the spectral partition is the seed of the tag search.
 
-``method="auto"`` is exact up to :data:`AUTO_EXACT_MAX_TASKS` tasks and greedy above.
+``method="auto"`` is exact up to :data:`AUTO_EXACT_MAX_TASKS` tasks; above, it runs both
+``greedy`` and ``spectral`` and keeps the better. Measured times and the heuristics' gaps to the
+optimum are in ``docs/relations.md`` (``benchmarks/grouping.py``).
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ METHODS: tuple[str, ...] = ("auto", "exact", "greedy", "spectral")
 EXACT_MAX_TASKS = 16
 """Largest ``T`` that ``method="exact"`` accepts (its work and memory grow as ``3^T``)."""
 AUTO_EXACT_MAX_TASKS = 15
-"""``method="auto"`` is exact up to this many tasks (about a second or two at ``T = 15``), greedy above."""
+"""``method="auto"`` is exact up to this many tasks (at most ~1.5 s at ``T = 15`` on one core), heuristic above."""
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -1046,7 +1050,7 @@ def group_tasks(
         ``exact``: dynamic program over subsets, proven optimal, ``T <= EXACT_MAX_TASKS``.
         ``greedy``: agglomerative merging + local search (scales to hundreds of tasks).
         ``spectral``: spectral clustering of ``Z + Zᵀ`` + the same local search.
-        ``auto``: exact for ``T <= AUTO_EXACT_MAX_TASKS``, greedy above.
+        ``auto``: exact for ``T <= AUTO_EXACT_MAX_TASKS``; above, greedy and spectral, the better.
     task_names : sequence of str, optional
         One name per row/column, used in the result.
     singleton : float
