@@ -110,8 +110,8 @@ def grouping(args: argparse.Namespace) -> None:
                                   estimates=("first_order",))  # fmt: skip
             z = np.array(report["matrices"]["tag"], dtype=float)
             chosen = group_tasks(z, k=args.k, task_names=report["tasks"], objective="tag")
-            groups = [list(g) for g in chosen.groups]
-            res = train_groups(cfg, groups, out / "train", served_by=dict(chosen.served_by))
+            groups = [list(g) for g in chosen.named_groups]
+            res = train_groups(cfg, groups, out / "train", served_by=chosen.assignment)
             lines.append((seed, groups, res))
             print(f"[{dataset} seed {seed}] groups {groups}: {json.dumps(res['delta_m'])}", file=sys.stderr)
         print(f"\n### {dataset}: k = {args.k} groups chosen from exact TAG (test Δm vs single-task, %)\n")

@@ -1,4 +1,4 @@
-"""The ``multitask`` command: ``train``, ``bench`` and ``list``.
+"""The ``multitask`` command: ``train``, ``bench``, ``group`` and ``list``.
 
 ``multitask train --nproc N`` re-runs itself under ``torchrun``; under ``torchrun`` (``WORLD_SIZE``
 set) every rank trains its share of each batch and rank 0 prints and writes.
@@ -20,6 +20,7 @@ from . import __version__
 
 if TYPE_CHECKING:
     from .distributed import Distributed
+    from .relations import Grouping
 
 __all__ = ["build_parser", "main"]
 
@@ -159,6 +160,57 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("--out", metavar="DIR", required=True, help="output directory")
     af.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     af.add_argument("--json", action="store_true", help="print affinity.json instead of the table")
+
+    gr = sub.add_parser(
+        "group",
+        help="choose groups of tasks to train together (one model per group) from a task-affinity file",
+        description="Read a task-affinity matrix (Z[i, j] = how much training on task i helps task j; a JSON or "
+        "CSV file, see docs/relations.md) and choose groups of tasks, one model per group: TAG's network "
+        "selection (groups may overlap, each task is served by its best group) or a partition into disjoint "
+        "groups. Exact (proven optimal) up to 15 tasks with --method auto, local search above. Give --k, --cost "
+        "or both.",
+    )
+    gr.add_argument("affinity", metavar="AFFINITY_FILE", help="a .json or .csv affinity file (rows = source task)")
+    gr.add_argument("--matrix", metavar="NAME", help="the matrix of a JSON file to use (default: tag, else the first)")
+    gr.add_argument("--k", type=int, metavar="K", help="at most K groups (models to train)")
+    gr.add_argument("--cost", type=float, metavar="C", help="price of one model, subtracted once per group")
+    gr.add_argument(
+        "--objective",
+        default="tag",
+        metavar="NAME",
+        help="tag (default: TAG network selection, overlapping groups) or partition (disjoint groups)",
+    )
+    gr.add_argument(
+        "--method",
+        default="auto",
+        metavar="NAME",
+        help="auto (default: exact up to 15 tasks, else local search), exact, greedy or spectral",
+    )
+    gr.add_argument(
+        "--singleton", type=float, default=0.0, metavar="S", help="score of a task trained alone (tag; default 0)"
+    )
+    gr.add_argument("--seed", type=int, default=0, help="seed of the local search (default 0)")
+    gr.add_argument("--time-limit", type=float, metavar="SECONDS", help="stop searching after this many seconds")
+    gr.add_argument("--json", metavar="OUT.json", help="also write the grouping as JSON to this file")
+    gr.add_argument(
+        "--train",
+        action="store_true",
+        help="then train one model per group, one with all tasks and one per task (same recipe; give the data "
+        "with --dataset/--data/--config) and compare them on the test split",
+    )
+    gr.add_argument("--config", metavar="FILE", help="with --train: a TOML, YAML or JSON config")
+    gr.add_argument("--dataset", metavar="NAME", help="with --train: a built-in dataset")
+    gr.add_argument("--data", metavar="FILE", help="with --train: your own CSV or Parquet file (needs --task)")
+    gr.add_argument("--task", action="append", metavar="SPEC", help="with --train: COLUMN:KIND for --data")
+    gr.add_argument("--architecture", metavar="NAME", help="with --train: model architecture")
+    gr.add_argument("--weighting", metavar="NAME", help="with --train: weighting of the multi-task models")
+    gr.add_argument("--epochs", type=int, help="with --train")
+    gr.add_argument("--batch-size", type=int, help="with --train")
+    gr.add_argument("--lr", type=float, help="with --train")
+    gr.add_argument("--train-seed", dest="train_seed", type=int, help="with --train: training seed")
+    gr.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    gr.add_argument("--out", metavar="DIR", help="with --train: where the models go (rerun to reuse finished ones)")
+    gr.add_argument("-q", "--quiet", action="store_true", help="with --train: no progress output")
 
     ls = sub.add_parser("list", help="list weightings, architectures, datasets or samplers with their parameters")
     ls.add_argument("what", choices=["weightings", "architectures", "datasets", "samplers"])
@@ -372,6 +424,65 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grouping_from_args(args: argparse.Namespace) -> tuple[Grouping, dict[str, Any]]:
+    """The grouping the ``group`` options ask for, and where its affinity came from."""
+    from .relations import group_tasks
+    from .relations.grouping import read_affinity
+
+    if args.k is None and args.cost is None:
+        raise ValueError("group: give --k K (the most groups, i.e. models to train) or --cost C (per model), or both")
+    affinity, names, matrix = read_affinity(args.affinity, matrix=args.matrix)
+    grouping = group_tasks(
+        affinity,
+        k=args.k,
+        cost=args.cost,
+        objective=args.objective,
+        method=args.method,
+        task_names=names,
+        singleton=args.singleton,
+        seed=args.seed,
+        time_limit=args.time_limit,
+    )
+    return grouping, {"affinity_file": str(args.affinity), "matrix": matrix}
+
+
+def _group(args: argparse.Namespace) -> int:
+    grouping, source = _grouping_from_args(args)
+    matrix = f", matrix {source['matrix']!r}" if source["matrix"] else ""
+    print(f"affinity: {source['affinity_file']}{matrix}, {len(grouping.task_names)} tasks")
+    print(grouping)
+    if args.json:
+        Path(args.json).write_text(json.dumps({**source, **grouping.to_dict()}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.train:
+        return _group_train(args, grouping)
+    return 0
+
+
+def _group_train(args: argparse.Namespace, grouping: Grouping) -> int:
+    from .config import resolve_config
+    from .relations.study import format_group_comparison, train_groups
+
+    if not args.out:
+        raise ValueError("group --train: give --out DIR, where the per-group, all-tasks and single-task models go")
+    if not (args.config or args.dataset or args.data):
+        raise ValueError("group --train: give the data the affinity was measured on (--dataset, --data or --config)")
+    ns = argparse.Namespace(**vars(args))
+    ns.seed = args.train_seed  # --seed is the local search's
+    cfg = resolve_config(_config_from_args(ns))
+    result = train_groups(
+        cfg,
+        grouping.named_groups,
+        args.out,
+        served_by=grouping.assignment,
+        stream=None if args.quiet else sys.stderr,
+    )
+    Path(args.out, "comparison.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(format_group_comparison(result))
+    print(f"wrote {Path(args.out, 'comparison.json')}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .architectures import ARCHITECTURES
     from .data import DATASETS, SAMPLERS
@@ -436,6 +547,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _affinity(args)
         if args.command == "bench":
             return _bench(args)
+        if args.command == "group":
+            return _group(args)
         return _list(args)
     except DistributedError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -215,3 +215,22 @@ def test_cli_affinity_writes_matrices_for_group(tmp_path: Path, capsys: pytest.C
     assert header == "source,left,right"
     assert main(["affinity", "--dataset", "multidigits", "--every", "0", "--out", str(out)]) == 2
     assert "every=0" in capsys.readouterr().err
+
+
+def test_cli_group_train_compares_grouping_with_together_and_single(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    aff = tmp_path / "aff.csv"
+    aff.write_text("source,left,right\nleft,,-0.2\nright,-0.1,\n")
+    out = tmp_path / "groups"
+    common = ["--dataset", "multidigits", "--epochs", "1", "--set", "data.pairs_per_image=1", "-q"]
+    assert main(["group", str(aff), "--k", "2", "--train", *common, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "grouped (2 models)" in printed and "all tasks together (1 model)" in printed
+    result = json.loads((out / "comparison.json").read_text())
+    assert result["groups"] == [["left"], ["right"]]
+    # two singleton groups are the single-task models, trained with the same recipe and seed
+    assert result["grouped"] == result["single"]
+    assert result["delta_m"]["grouped"] == pytest.approx(0.0)
+    assert main(["group", str(aff), "--k", "2", "--train", "--dataset", "multidigits"]) == 2
+    assert "--out" in capsys.readouterr().err

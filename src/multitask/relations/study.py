@@ -36,7 +36,7 @@ from ..data.base import MultiTaskData
 from ..metrics import relative_change
 from .affinity import ESTIMATES, AffinityProbe, label_similarity, spearman
 
-__all__ = ["format_affinity", "run_affinity", "write_matrix_csv"]
+__all__ = ["format_affinity", "format_group_comparison", "run_affinity", "train_groups", "write_matrix_csv"]
 
 #: Fractions of the measured steps at which the estimates (and exact TAG itself) are re-scored.
 SUBSAMPLES = (2, 5, 10)
@@ -280,6 +280,24 @@ def train_groups(
             "together": delta_m(all_in_one, stl, main),
             "grouped": delta_m(by_group, stl, main),
         },
+        "main_metrics": {n: next(iter(m)) for n, m in main.items()},
         "models": {"single": len(names), "together": 1, "grouped": len(groups)},
         "seconds": time.perf_counter() - t0,
     }
+
+
+def format_group_comparison(result: dict[str, Any]) -> str:
+    """Per-task test main metric of single-task, all-tasks and grouped models, and their Δm."""
+    lines = [f"{'task':<16} {'metric':<10} {'group':>5} {'single-task':>12} {'all tasks':>10} {'grouped':>10}"]
+    for task, metric in result["main_metrics"].items():
+        lines.append(
+            f"{task:<16} {metric:<10} {result['served_by'][task]:>5} {result['single'][task][metric]:>12.4f} "
+            f"{result['together'][task][metric]:>10.4f} {result['grouped'][task][metric]:>10.4f}"
+        )
+    dm = result["delta_m"]
+    models = result["models"]
+    lines.append(
+        f"Δm vs single-task ({models['single']} models): all tasks together ({models['together']} model) "
+        f"{100 * dm['together']:+.2f}%, grouped ({models['grouped']} models) {100 * dm['grouped']:+.2f}%"
+    )
+    return "\n".join(lines)
