@@ -40,7 +40,7 @@ _AUTO_LMC_MAX_N = 2000
 # complete data, ICM: the optimization starts from the exact optimum on this many random rows when the
 # Kronecker path has at least 3x as many rows (or the Nyström path more than 4x): fewer O(n³) / O(n m²) steps
 _WARM_N_KRON = 500
-_WARM_N_NYSTROM = 1000
+_WARM_N_NYSTROM = 500
 
 
 class MultiTaskGP(RegressorMixin, BaseEstimator):  # type: ignore[misc]
