@@ -277,6 +277,7 @@ class Trainer:
         self.is_main = self.dist is None or self.dist.is_main
         self.metrics_path = Path(metrics_path) if metrics_path and self.is_main else None
         self.callbacks = list(callbacks)
+        self._batch_hooks: list[Any] = []
         self.config = config or {}
         # progress
         self.epoch = 0  # epochs completed
@@ -317,6 +318,7 @@ class Trainer:
             self._resume(self.checkpoint_path)
         if self.metrics_path is not None:
             self._rewrite_metrics()
+        self._batch_hooks = [h for h in (getattr(cb, "on_batch_start", None) for cb in self.callbacks) if h is not None]
         every = [int(cb.gramian_every) for cb in self.callbacks if getattr(cb, "gramian_every", 0) > 0]
         self.engine.monitor_every = math.gcd(*every) if every else 0
         for cb in self.callbacks:
@@ -438,8 +440,8 @@ class Trainer:
             if self.dist is not None:
                 batch = _shard_batch(batch, self.dist.shard(len(batch)))
             batch = batch.to(self.device)
-            for cb in self.callbacks:
-                cb.on_batch_start(self, batch)
+            for cb in self._batch_hooks:
+                cb(self, batch)
             self.optimizer.zero_grad(set_to_none=True)
             # the engine multiplies the losses by the scaler's current scale S (scaler.scale(1) == S)
             scale = float(self.scaler.scale(torch.ones((), device=self.device))) if self.scaler is not None else 1.0
@@ -480,7 +482,9 @@ class Trainer:
         self.weighting.on_epoch_end()
         record = self._epoch_record(val, time.perf_counter() - t0)
         for cb in self.callbacks:
-            record.update(cb.epoch_fields(self))
+            fields = getattr(cb, "epoch_fields", None)  # hooks added after 0.x: duck-typed callbacks may lack them
+            if fields is not None:
+                record.update(fields(self))
         self.history.append(record)
         if self.metrics_path is not None:
             with open(self.metrics_path, "a") as f:

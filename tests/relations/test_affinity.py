@@ -86,7 +86,6 @@ def test_first_order_from_the_methods_own_gramian_equals_the_probes() -> None:
     assert len(probe.steps["first_order_engine"]) == 3
     for own, engine in zip(probe.steps["first_order"], probe.steps["first_order_engine"], strict=True):
         np.testing.assert_allclose(engine, own, rtol=1e-4, atol=1e-9)
-    assert probe.seconds["first_order_engine"] < 0.1 * probe.seconds["first_order"]
 
 
 @pytest.mark.parametrize("weighting", ["equal", "mgda"])
