@@ -755,6 +755,11 @@ def load(path: str | Path) -> Predictor:
             try:
                 return zf.read(name)
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
+                if "CRC" in str(exc):
+                    raise ArtifactError(
+                        f"model artifact {where} is corrupted: it fails its checksum: member {name!r} does not match "
+                        f"its zip CRC-32; {damaged}"
+                    ) from exc
                 raise ArtifactError(
                     f"model artifact {where} is corrupted: member {name!r} cannot be read ({_first_line(exc)}); "
                     f"{damaged}"
