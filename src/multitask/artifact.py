@@ -576,7 +576,7 @@ class Predictor:
         if path.is_dir():
             path = path / ARTIFACT_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        spec = json.dumps(self.spec(), indent=2, allow_nan=False).encode()
+        spec = json.dumps(self.spec(), indent=2).encode()
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, buf)
         weights = buf.getvalue()
@@ -827,8 +827,8 @@ def _rebuild(where: str, spec: dict[str, Any], weights: dict[str, Tensor], versi
             model = build_model(arch, shape, tasks, **dict(spec["architecture_params"]))
     except UnknownNameError as exc:
         raise ArtifactError(
-            f"model artifact {where} needs {exc}; it was written by multitask {versions.get('multitask', '?')} "
-            f"and this is {__version__}: install a multitask that has it"
+            f"model artifact {where} (written by multitask {versions.get('multitask', '?')}) cannot be rebuilt by "
+            f"this multitask {__version__}: {str(exc).rstrip('.')}. Install the multitask version that wrote it"
         ) from exc
     except (TypeError, ValueError) as exc:
         raise ArtifactError(

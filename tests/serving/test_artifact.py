@@ -395,6 +395,9 @@ def test_incomplete_spec_and_foreign_files_are_refused(run: Path, tmp_path: Path
     del spec["architecture"]
     with pytest.raises(ArtifactError, match=r"incomplete: spec.json lacks \['architecture'\]"):
         load(rehashed(run, tmp_path / "nospec.mt", "spec.json", json.dumps(spec).encode()))
+    spec["architecture"] = "hard_sharingg"
+    with pytest.raises(ArtifactError, match=r"cannot be rebuilt by this multitask 0.1.0: unknown architecture 'hard_"):
+        load(rehashed(run, tmp_path / "arch.mt", "spec.json", json.dumps(spec).encode()))
     with pytest.raises(ArtifactError, match="looks like a torch.save file, e.g. a training checkpoint"):
         load(run / "multitask" / "checkpoint.pt")
     (tmp_path / "notes.txt").write_text("hello")
