@@ -37,6 +37,7 @@ import platform
 import warnings
 import zipfile
 import zlib
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,8 @@ from torch import Tensor
 
 from . import __version__
 from .architectures.base import MultiTaskModel, build_model
-from .data.tabular import TabularPreprocessor, _to_float, read_table
+from .data.base import MultiTaskData
+from .data.tabular import TabularPreprocessor, read_table
 from .registry import UnknownNameError, closest, unknown_name_message
 from .tasks import Task
 
@@ -171,7 +173,8 @@ class Predictor:
     directly to save a model trained in Python.
 
     Args:
-        model: the trained model (put in eval mode; predictions run on the CPU).
+        model: the trained model (put in eval mode; predictions run on its device, :func:`load`
+            gives a CPU model).
         tasks: every task of the model, in output order (auxiliary tasks are kept in the model but
             not served).
         architecture: the registered architecture name that rebuilds ``model``
@@ -237,8 +240,9 @@ class Predictor:
         self.versions: dict[str, str] = dict(versions) if versions is not None else current_versions()
 
     @classmethod
-    def from_training(cls, model: MultiTaskModel, data: Any, config: Mapping[str, Any]) -> Predictor:
-        """The predictor of ``model`` trained on ``data`` (a MultiTaskData) under the resolved ``config``."""
+    def from_training(cls, model: MultiTaskModel, data: MultiTaskData, config: Mapping[str, Any]) -> Predictor:
+        """The predictor of ``model`` trained on ``data`` under the resolved ``config`` (``model.architecture``
+        and its parameters rebuild it)."""
         from .config import component_params
 
         pre = data.preprocessor if isinstance(data.preprocessor, TabularPreprocessor) else None
@@ -417,12 +421,13 @@ class Predictor:
             by_name = {t.name: t for t in self.tasks}
             return {name: torch.zeros(0, by_name[name].output_dim) for name in names}
         parts: dict[str, list[Tensor]] = {name: [] for name in names}
+        device = next(iter(self.model.parameters()), x).device
         self.model.eval()
         with torch.inference_mode():
             for start in range(0, n, batch_size):
-                out = self.model(x[start : start + batch_size])
+                out = self.model(x[start : start + batch_size].to(device))
                 for name in names:
-                    parts[name].append(out[name].float())
+                    parts[name].append(out[name].float().cpu())
         return {name: torch.cat(chunks) for name, chunks in parts.items()}
 
     # --- inputs: tables --------------------------------------------------------------------------
@@ -449,16 +454,15 @@ class Predictor:
         df = df.copy(deep=False)
         df.columns = pd.Index([str(c) for c in df.columns])
         present = list(df.columns)
-        dup = sorted({c for c in pre.columns if present.count(c) > 1})
+        counts = Counter(present)
+        dup = sorted(c for c in pre.columns if counts[c] > 1)
         if dup:
             raise ValueError(f"feature columns {dup!r} appear more than once in the data; keep one of each")
-        missing = [c for c in pre.columns if c not in set(present)]
+        missing = [c for c in pre.columns if c not in counts]
         if missing:
             df = self._fill_missing(df, missing, present)
         df = df[list(pre.columns)]
-        for c in pre.numeric:
-            _to_float(df[c], c, "numeric feature")  # a non-numeric value raises, naming the column
-        bad = pre.nonfinite_counts(df)
+        bad = pre.nonfinite_counts(df)  # a non-numeric value in a numeric column raises, naming it
         if bad and pre.impute == "error":
             parts = ", ".join(f"{c!r} ({n} of {len(df)} rows)" for c, n in bad.items())
             raise ValueError(
@@ -536,15 +540,15 @@ class Predictor:
         if shape[1:] != self.input_shape:
             hint = "; add a batch dimension (x[None])" if shape == self.input_shape else ""
             raise ValueError(f"{source} have shape {list(shape)}{hint}; {self._describe_input()}")
-        x = data.detach().cpu().to(getattr(torch, self.input_dtype))
-        if x.is_floating_point():
+        x = data.detach().cpu()
+        if x.is_floating_point() and x.numel():
             bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
             if bool(bad.any()):
                 raise ValueError(
                     f"{source} hold NaN or infinite values in {int(bad.sum())} of {shape[0]} samples "
                     f"(first: row {int(bad.nonzero()[0, 0])}); fix or drop them"
                 )
-        return x
+        return x.to(getattr(torch, self.input_dtype))
 
     # --- saving ----------------------------------------------------------------------------------
     def spec(self) -> dict[str, Any]:

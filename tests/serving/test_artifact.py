@@ -164,6 +164,20 @@ def test_labels_come_back_in_the_original_encoding(predictor: Predictor, new_row
     assert np.all(np.abs(price.values - task.target_mean) < 5 * task.target_std)
 
 
+def test_rows_as_dicts_files_and_empty_frames(predictor: Predictor, new_rows: pd.DataFrame, tmp_path: Path) -> None:
+    expected = predictor.predict_frame(new_rows)
+    records = new_rows[FEATURES].to_dict(orient="records")
+    pd.testing.assert_frame_equal(predictor.predict_frame(records), expected)
+    one = predictor.predict_frame(records[3])  # a dict of scalars: one row
+    pd.testing.assert_frame_equal(one, expected.iloc[[3]].reset_index(drop=True))
+    new_rows.to_parquet(tmp_path / "rows.parquet")
+    pd.testing.assert_frame_equal(predictor.predict_frame(tmp_path / "rows.parquet"), expected)
+    empty = predictor.predict_frame(new_rows.iloc[:0], id_column="id")
+    assert len(empty) == 0 and list(empty.columns) == ["id", *expected.columns]
+    with pytest.raises(TypeError, match="takes a pandas DataFrame or a CSV/Parquet file"):
+        predictor.predict(torch.zeros(2, 5))
+
+
 # --------------------------------------------------------------------------------------------
 # multitask predict
 # --------------------------------------------------------------------------------------------
