@@ -557,6 +557,8 @@ def _predict(args: argparse.Namespace) -> int:
             frame.to_csv(sys.stdout, index=False)
         return 0
     out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {args.out!r} is a directory; give a file name such as predictions.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "csv":
         frame.to_csv(out, index=False)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import multitask
@@ -24,6 +24,7 @@ from multitask.artifact import ARTIFACT_NAME, ArtifactError, InputWarning, Predi
 from multitask.checkpoint import load_checkpoint
 from multitask.cli import main
 from multitask.config import component_params, load_config_file, resolve_config
+from multitask.data import mark_auxiliary
 from multitask.data.base import MultiTaskData
 from multitask.experiment import load_data, save_artifact
 from multitask.registry import UnknownNameError
@@ -469,6 +470,8 @@ def test_tensor_models_take_arrays_of_the_training_shape(
     assert list(got.columns) == ["cls", "cls_proba_0", "cls_proba_1", "cls_proba_2"] and len(got) == len(x)
     torch.save(x, tmp_path / "x.pt")
     assert main(["predict", str(path), "--data", str(tmp_path / "x.pt"), "--out", str(tmp_path / "o.csv")]) == 0
+    assert main(["predict", str(path), "--data", str(tmp_path / "x.npy"), "--id-column", "id"]) == 2
+    assert "id_column='id' applies to tabular input only" in capsys.readouterr().err
     pd.DataFrame({"a": [1.0]}).to_csv(tmp_path / "t.csv", index=False)
     assert main(["predict", str(path), "--data", str(tmp_path / "t.csv")]) == 2
     assert "is a table; this model was trained on the tensor dataset" in capsys.readouterr().err
@@ -480,7 +483,7 @@ def test_tensor_models_take_arrays_of_the_training_shape(
 _NAMES = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=6).filter(lambda s: s not in FEATURES)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None)
 @given(
     order=st.permutations([*FEATURES, "id", "buy", "species", "price"]),
     extra=st.dictionaries(_NAMES, st.one_of(st.floats(allow_nan=True), st.text(max_size=3)), max_size=3),
@@ -493,3 +496,14 @@ def test_predictions_ignore_column_order_and_extra_columns_and_are_per_row(
     shuffled = new_rows[order].assign(**{f"extra_{k}": v for k, v in extra.items()})
     got = predictor.predict_frame(shuffled.iloc[rows])
     pd.testing.assert_frame_equal(got, expected.iloc[rows].reset_index(drop=True), check_exact=False, rtol=1e-5)
+
+
+def test_auxiliary_tasks_stay_in_the_model_but_are_not_served(synthetic: MultiTaskData, tmp_path: Path) -> None:
+    data = mark_auxiliary(synthetic, ["reg"])
+    model = build_model("hard_sharing", data.input_shape, data.tasks, hidden=[4])
+    cfg = {"model": {"architecture": "hard_sharing", "hidden": [4]}}
+    pred = load(Predictor.from_training(model, data, cfg).save(tmp_path / "aux.mt"))
+    assert pred.task_names == ["bin", "cls"] and [t.name for t in pred.all_tasks] == ["reg", "bin", "cls"]
+    assert set(pred.predict(data.test.inputs)) == {"bin", "cls"}
+    with pytest.raises(UnknownNameError, match="task 'reg' is auxiliary.*served tasks: bin, cls"):
+        pred.predict(data.test.inputs, tasks="reg")
