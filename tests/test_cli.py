@@ -39,6 +39,7 @@ def test_train_writes_run_directory(tmp_path: Path, capsys: pytest.CaptureFixtur
         "data.json",
         "summary.json",
         "baselines.json",
+        "model.mt",
         "multitask/checkpoint.pt",
         "multitask/metrics.jsonl",
         "multitask/result.json",

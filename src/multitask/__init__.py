@@ -3,11 +3,13 @@
 The names most users need::
 
     from multitask import Task, HardSharing, Trainer, create_weighting, load_dataset, load_table, delta_m
+    predictor = multitask.load("runs/NAME")      # a trained model: predictor.predict(frame)
 """
 
 __version__ = "0.1.0"
 
 from .architectures import ARCHITECTURES, HardSharing, MultiTaskModel, build_model
+from .artifact import load
 from .data import DATASETS, Batch, TensorSplit, load_dataset, load_table
 from .data.base import MultiTaskData
 from .engine import Engine
@@ -34,6 +36,7 @@ __all__ = [
     "create_weighting",
     "delta_m",
     "evaluate",
+    "load",
     "load_dataset",
     "load_table",
 ]

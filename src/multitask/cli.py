@@ -1,4 +1,4 @@
-"""The ``multitask`` command: ``train``, ``bench``, ``group`` and ``list``.
+"""The ``multitask`` command: ``train``, ``predict``, ``bench``, ``affinity``, ``group`` and ``list``.
 
 ``multitask train --nproc N`` re-runs itself under ``torchrun``; under ``torchrun`` (``WORLD_SIZE``
 set) every rank trains its share of each batch and rank 0 prints and writes.
@@ -27,7 +27,8 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="multitask", description="Multi-task learning: train, compare against single-task baselines, list methods."
+        prog="multitask",
+        description="Multi-task learning: train, compare against single-task baselines, predict, list methods.",
     )
     parser.add_argument("--version", action="version", version=f"multitask {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +100,40 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its directory")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress output; print only the final table")
     tr.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+
+    pr = sub.add_parser(
+        "predict",
+        help="predict with a trained model: one output row per input row, labels and probabilities",
+        description="Load a trained model (a run directory or its model.mt) and predict every task, or --tasks, "
+        "for each row of --data: <task> is the label (original encoding) or the value (original units), "
+        "<task>_proba the positive-class probability (binary), <task>_proba_<class> each class's (multiclass). "
+        "Extra columns are ignored; a missing feature column, a non-numeric value in a numeric column or NaN "
+        "without imputation is an error (exit status 2). See docs/serving.md.",
+    )
+    pr.add_argument("model", metavar="RUN_OR_ARTIFACT", help="a run directory of `multitask train` or a model.mt file")
+    pr.add_argument(
+        "--data",
+        metavar="FILE",
+        required=True,
+        help="CSV or Parquet with the model's feature columns; for a model trained on a built-in tensor "
+        "dataset, a .npy or .pt array [N, ...] of preprocessed inputs",
+    )
+    pr.add_argument("--tasks", metavar="LIST", help="comma-separated tasks to predict (default: every task)")
+    pr.add_argument("--out", metavar="FILE", help="output file (default: CSV on stdout)")
+    pr.add_argument(
+        "--format", choices=["csv", "parquet", "json"], help="output format (default: from --out's extension, else csv)"
+    )
+    pr.add_argument(
+        "--id-column", metavar="COLUMN", help="a column of --data copied unchanged as the first output column"
+    )
+    pr.add_argument(
+        "--unknown-categories",
+        choices=["warn", "error", "ignore"],
+        default="warn",
+        help="categorical values never seen in training are encoded as all zeros (no category); warn (default) "
+        "prints a count per column, error refuses the file, ignore says nothing",
+    )
+    pr.add_argument("--batch-size", type=int, default=4096, metavar="N", help="rows per forward pass (default 4096)")
 
     be = sub.add_parser(
         "bench",
@@ -483,6 +518,59 @@ def _group_train(args: argparse.Namespace, grouping: Grouping) -> int:
     return 0
 
 
+_OUTPUT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .artifact import load
+    from .data.base import MissingDependencyError
+    from .data.tabular import _module_available
+
+    fmt = args.format
+    if fmt is None:
+        fmt = _OUTPUT_FORMATS.get(Path(args.out).suffix.lower(), "csv") if args.out else "csv"
+    if fmt == "parquet" and not args.out:
+        raise ValueError("--format parquet writes a binary file: give --out FILE.parquet")
+    if fmt == "parquet" and not _module_available("pyarrow"):
+        raise MissingDependencyError("writing Parquet needs pyarrow; install it with: pip install 'multitask[parquet]'")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks is not None else None
+    if tasks == []:
+        raise ValueError(f"--tasks {args.tasks!r} names no task; give comma-separated task names, e.g. --tasks a,b")
+    predictor = load(args.model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frame = predictor.predict_frame(
+            args.data,
+            tasks,
+            id_column=args.id_column,
+            unknown_categories=args.unknown_categories,
+            batch_size=args.batch_size,
+        )
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    if args.out is None:
+        if fmt == "json":
+            print(frame.to_json(orient="records", double_precision=15))
+        else:
+            frame.to_csv(sys.stdout, index=False)
+        return 0
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {args.out!r} is a directory; give a file name such as predictions.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        frame.to_csv(out, index=False)
+    elif fmt == "json":
+        out.write_text(frame.to_json(orient="records", double_precision=15) + "\n")
+    else:
+        frame.to_parquet(out, index=False)
+    chosen = tasks if tasks is not None else predictor.task_names
+    print(f"wrote {out}: {len(frame)} rows, tasks {', '.join(chosen)}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .architectures import ARCHITECTURES
     from .data import DATASETS, SAMPLERS
@@ -543,6 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args, argv)
+        if args.command == "predict":
+            return _predict(args)
         if args.command == "affinity":
             return _affinity(args)
         if args.command == "bench":

@@ -15,6 +15,7 @@ Run directory layout::
 
     config.yaml         the resolved config
     data.json           dataset summary (sizes, tasks, labelled rows)
+    model.mt            the multi-task model, ready to predict (see :mod:`multitask.artifact`)
     multitask/          metrics.jsonl (one line per epoch), checkpoint.pt, result.json
     single/<task>/      the same for each single-task baseline
     baselines.json      the single-task results
@@ -35,10 +36,11 @@ from typing import Any, TextIO
 import torch
 
 from .architectures import build_model
+from .artifact import ARTIFACT_NAME, Predictor
 from .callbacks.base import Callback
 from .callbacks.progress import ProgressBar
 from .callbacks.relations import TaskRelations
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_checkpoint
 from .config import SOURCE_KEYS, ConfigError, component_params, dump_config, load_config_file, resolve_config
 from .data import (
     DATASETS,
@@ -56,7 +58,7 @@ from .metrics import delta_m, relative_change
 from .trainer import Trainer
 from .weighting import create_weighting
 
-__all__ = ["dataset_label", "format_summary", "load_data", "on_main", "run", "train_one"]
+__all__ = ["dataset_label", "format_summary", "load_data", "on_main", "run", "save_artifact", "train_one"]
 
 
 def on_main(dist: Distributed | None, fn: Callable[[], Any]) -> Any:
@@ -224,6 +226,40 @@ def train_one(
     return result
 
 
+def save_artifact(run_dir: str | Path, cfg: dict[str, Any] | None = None, data: MultiTaskData | None = None) -> Path:
+    """Write ``run_dir/model.mt``: the multi-task model at its best-validation epoch, ready to predict.
+
+    The weights come from ``run_dir/multitask/checkpoint.pt`` (which ends training holding the
+    best-validation parameters), so this works after a resumed run too. ``cfg`` and ``data``
+    default to the run's ``config.yaml`` and the data it names (re-read, so the training file must
+    still be there): that writes the artifact of a run trained before artifacts existed.
+    """
+    rdir = Path(run_dir)
+    if cfg is None:
+        if not (rdir / "config.yaml").is_file():
+            raise CheckpointError(f"{str(rdir)!r} is not a multitask run directory (no config.yaml)")
+        cfg = resolve_config(load_config_file(rdir / "config.yaml"))
+    if data is None:
+        data = load_data(cfg)
+    ckpt = load_checkpoint(rdir / "multitask" / "checkpoint.pt")
+    if not ckpt.get("progress", {}).get("finished", False):
+        raise CheckpointError(
+            f"the multi-task model of {str(rdir)!r} has not finished training; continue it with "
+            f"`multitask train --resume {rdir}`"
+        )
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the run's RNG alone
+        model = build_model(
+            cfg["model"]["architecture"], data.input_shape, data.tasks, **component_params(cfg, "model")
+        )
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint of {str(rdir)!r} does not fit the model its config builds: {str(exc).splitlines()[0]}"
+        ) from exc
+    return Predictor.from_training(model, data, cfg).save(rdir / ARTIFACT_NAME)
+
+
 def _new_run_dir(cfg: dict[str, Any]) -> Path:
     base = Path(cfg["run"]["out_dir"])
     name = cfg["run"]["name"]
@@ -293,6 +329,7 @@ def run(
     if on_phase:
         on_phase("multitask")
     mtl = train_one(cfg, data, rdir / "multitask", label="multi-task", resume=resume, stream=stream, dist=dist)
+    on_main(dist, lambda: save_artifact(rdir, cfg, data))
     single: dict[str, dict[str, Any]] = {}
     main_tasks = [t for t in data.tasks if not t.auxiliary]
     if cfg["run"]["baselines"]:

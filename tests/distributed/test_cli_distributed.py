@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from multitask import load
 from multitask.cli import main
 
 
@@ -25,6 +28,10 @@ def test_nproc_2_trains_like_one_process(tmp_path: Path, capfd: pytest.CaptureFi
     for a, b in zip(one["rows"], two["rows"], strict=True):
         assert a["multi"] == pytest.approx(b["multi"], abs=1e-6)
     assert not list((tmp_path / "two").glob("*.tmp"))
+    x = torch.rand(5, *load(tmp_path / "one").input_shape)
+    p1, p2 = load(tmp_path / "one").predict(x), load(tmp_path / "two").predict(x)  # rank 0 wrote the model
+    for name in p1:
+        np.testing.assert_allclose(p1[name].proba, p2[name].proba, atol=1e-5)
 
 
 def test_nproc_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:

@@ -155,9 +155,13 @@ def _to_float(series: pd.Series, column: str, what: str) -> NDArray[np.float64]:
         except ValueError:
             bad.append(v)
     if bad:
-        raise ValueError(
-            f"{what} column {column!r} holds the non-numeric value {bad[0]!r} ({len(bad)} such rows); "
+        fix = (
             "fix the data, or use a classification kind (binary/multiclass) for a target"
+            if "target" in what
+            else "fix the data (an empty cell counts as missing)"
+        )
+        raise ValueError(
+            f"{what} column {column!r} holds the non-numeric value {bad[0]!r} ({len(bad)} such rows); {fix}"
         )
     return out
 
@@ -355,6 +359,10 @@ class TabularPreprocessor:
     ``to_dict()``/``from_dict()`` round-trip the fitted state through JSON, for checkpoints and
     prediction. ``targets`` (filled by :func:`from_frame`) holds the target encoders, so the same
     object can also encode the labels of a new file (:meth:`encode_targets`).
+    ``dtypes`` records each feature column's pandas dtype at fitting time (for reference; the
+    encoding depends only on the numeric/categorical split). :meth:`unknown_categories` and
+    :meth:`nonfinite_counts` report, before :meth:`transform`, the rows it would encode as all
+    zeros or refuse (or impute).
 
     Args:
         impute: ``"error"`` (default), ``"mean"`` or ``"median"``.
@@ -367,6 +375,7 @@ class TabularPreprocessor:
         self.columns: list[str] = []
         self.numeric: dict[str, dict[str, float]] = {}
         self.categorical: dict[str, list[str]] = {}
+        self.dtypes: dict[str, str] = {}
         self.targets: dict[str, TargetEncoder] = {}
         self._fitted = False
 
@@ -411,6 +420,7 @@ class TabularPreprocessor:
                 std = 1.0
             numeric[c] = {"mean": mean, "std": std, "fill": fill}
         self.columns, self.numeric, self.categorical = cols, numeric, categorical
+        self.dtypes = {c: str(df[c].dtype) for c in cols}
         self._fitted = True
         return self
 
@@ -466,6 +476,32 @@ class TabularPreprocessor:
     def fit_transform(self, df: pd.DataFrame, columns: Sequence[str] | None = None) -> NDArray[np.float32]:
         return self.fit(df, columns).transform(df)
 
+    def unknown_categories(self, df: pd.DataFrame) -> dict[str, dict[str, int]]:
+        """``{column: {value: rows}}``: categorical values of ``df`` never seen in training.
+
+        :meth:`transform` encodes them as all zeros; this says how many rows that affects. A
+        missing value counts as ``"<missing>"`` when training had none.
+        """
+        self._check_fitted()
+        _require_columns(df, list(self.categorical), "feature", fitted=True)
+        out: dict[str, dict[str, int]] = {}
+        for c, cats in self.categorical.items():
+            known = set(cats)
+            counts: dict[str, int] = {}
+            for k in _keys(df[c]):
+                key = k if k is not None else MISSING_CATEGORY
+                if key not in known:
+                    counts[key] = counts.get(key, 0) + 1
+            if counts:
+                out[c] = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return out
+
+    def nonfinite_counts(self, df: pd.DataFrame) -> dict[str, int]:
+        """``{column: rows}``: numeric feature columns of ``df`` holding NaN or infinite values."""
+        self._check_fitted()
+        _require_columns(df, list(self.numeric), "feature", fitted=True)
+        return dict(_nonfinite_report(df, list(self.numeric)))
+
     def encode_targets(self, df: pd.DataFrame) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """``(targets, masks)`` of the target columns in ``self.targets`` (for evaluating on a new file)."""
         _require_columns(df, [e.column for e in self.targets.values()], "target", fitted=True)
@@ -484,6 +520,7 @@ class TabularPreprocessor:
             "columns": list(self.columns),
             "numeric": {c: dict(v) for c, v in self.numeric.items()},
             "categorical": {c: list(v) for c, v in self.categorical.items()},
+            "dtypes": dict(self.dtypes),
             "targets": {n: e.to_dict() for n, e in self.targets.items()},
         }
 
@@ -499,6 +536,7 @@ class TabularPreprocessor:
         self.columns = [str(c) for c in d["columns"]]
         self.numeric = {str(c): {k: float(x) for k, x in v.items()} for c, v in d["numeric"].items()}
         self.categorical = {str(c): [str(x) for x in v] for c, v in d["categorical"].items()}
+        self.dtypes = {str(c): str(t) for c, t in d.get("dtypes", {}).items()}
         missing = [c for c in self.columns if c not in self.numeric and c not in self.categorical]
         if missing:
             raise ValueError(f"TabularPreprocessor dict has no statistics for columns {missing!r}")
