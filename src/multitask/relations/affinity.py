@@ -152,6 +152,10 @@ class AffinityProbe(Callback):
     passes; the task gradients are counted for ``tag`` and ``first_order`` alike); the forward pass
     is timed separately (``forward_seconds``).
 
+    The probe measures on the batch the trainer hands it: under ``torch.distributed`` that is this
+    rank's share (each rank then holds its own estimate), and with ``train.accumulate > 1`` the
+    whole batch before it is split into micro-batches.
+
     Args:
         every: measure every this many optimizer steps (1: every step, as TAG does).
         lr: lookahead step ``η`` (default: the trainer's learning rate); the lookahead is a plain
