@@ -19,6 +19,7 @@ report, writes it as JSON and exits 1 when drift reaches a threshold, so it can 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -106,7 +107,9 @@ def ks_test(reference: ArrayLike, current: ArrayLike) -> tuple[float, float]:
     r, c = r[np.isfinite(r)], c[np.isfinite(c)]
     if r.size == 0 or c.size == 0:
         return math.nan, math.nan
-    result = ks_2samp(r, c)
+    with warnings.catch_warnings():  # "exact calculation unsuccessful, switching to asymp" is not news
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = ks_2samp(r, c)
     return float(result.statistic), float(result.pvalue)
 
 
