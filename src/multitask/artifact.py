@@ -270,7 +270,15 @@ class Predictor:
             config=config,
             dataset=str(data.name),
         )
-        predictor.reference = reference_from_encoded(predictor, data.train.inputs)
+        try:
+            predictor.reference = reference_from_encoded(predictor, data.train.inputs)
+        except (ValueError, RuntimeError, TypeError) as exc:  # never lose the model over its monitoring reference
+            warnings.warn(
+                f"no training reference for drift monitoring could be computed ({_first_line(exc)}); the model is "
+                "saved without one and `multitask monitor` will refuse it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return predictor
 
     # --- description ---------------------------------------------------------------------------

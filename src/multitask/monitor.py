@@ -45,6 +45,7 @@ __all__ = [
     "drift_report",
     "ks_test",
     "psi",
+    "reference_from_encoded",
     "total_variation",
 ]
 
@@ -165,20 +166,22 @@ def _categorical_reference(keys: Sequence[str]) -> dict[str, Any]:
 
 def _numeric_features(predictor: Predictor, x: Tensor) -> dict[str, NDArray[np.float64]]:
     """Numeric columns (table: back in original units; tensor: values or per-sample summaries)."""
-    flat = x.reshape(x.shape[0], -1).double().numpy()
     pre = predictor.preprocessor
     if pre is None:
-        if flat.shape[1] <= _TENSOR_COLUMNS_MAX:
-            return {f"x[{i}]": flat[:, i] for i in range(flat.shape[1])}
-        if flat.shape[0] == 0:
-            empty = np.zeros(0)
-            return {f"input_{s}": empty for s in _TENSOR_SUMMARIES}
+        t = x.reshape(x.shape[0], -1)
+        if t.shape[1] <= _TENSOR_COLUMNS_MAX:
+            small = t.double().numpy()
+            return {f"x[{i}]": small[:, i] for i in range(small.shape[1])}
+        if t.shape[0] == 0:
+            return {f"input_{s}": np.zeros(0) for s in _TENSOR_SUMMARIES}
+        t = t.float()  # per-sample summaries in float32: no float64 copy of large (image) inputs
         return {
-            "input_mean": flat.mean(axis=1),
-            "input_std": flat.std(axis=1),
-            "input_min": flat.min(axis=1),
-            "input_max": flat.max(axis=1),
+            "input_mean": t.mean(dim=1).double().numpy(),
+            "input_std": t.std(dim=1, correction=0).double().numpy(),
+            "input_min": t.amin(dim=1).double().numpy(),
+            "input_max": t.amax(dim=1).double().numpy(),
         }
+    flat = x.reshape(x.shape[0], -1).double().numpy()
     out: dict[str, NDArray[np.float64]] = {}
     j = 0
     for c in pre.columns:
@@ -242,7 +245,7 @@ def reference_from_encoded(
     *,
     bins: int = 10,
     sample_size: int = 2000,
-    max_rows: int = 50_000,
+    max_rows: int = 20_000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """:func:`build_reference` of inputs already encoded for the model (``[N, *input_shape]``)."""
@@ -303,7 +306,7 @@ def build_reference(
     *,
     bins: int = 10,
     sample_size: int = 2000,
-    max_rows: int = 50_000,
+    max_rows: int = 20_000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """The training reference of ``predictor`` from its training data (stored as ``reference.json``).
