@@ -491,7 +491,8 @@ def _share_drift(name: str, kind: str, ref: Mapping[str, float], keys: Sequence[
 def _threshold(name: str, value: float, *, low: float = 0.0, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (low < float(value) < high):
         bound = f"between {low:g} and {high:g}" if math.isfinite(high) else f"above {low:g}"
-        raise ValueError(f"{name}={value!r} must be a number {bound} (exclusive)")
+        flag = "--" + name.replace("_", "-")
+        raise ValueError(f"{name}={value!r} ({flag}) must be a number {bound} (exclusive)")
     return float(value)
 
 
@@ -538,7 +539,8 @@ def drift_report(
     category_shift = _threshold("category_shift", category_shift, high=1.0)
     if psi_warn > psi_alert:
         raise ValueError(
-            f"psi_warn={psi_warn!r} is above psi_alert={psi_alert!r}; the warn level must not exceed the alert level"
+            f"psi_warn={psi_warn!r} is above psi_alert={psi_alert!r}; the warn level must not exceed the alert "
+            "level: lower psi_warn (--psi-warn) or raise psi_alert (--psi-alert)"
         )
     ref = predictor.reference
     if ref is None:

@@ -267,11 +267,11 @@ def test_thresholds_and_fail_on(run: Path, tmp_path: Path, shifted: pd.DataFrame
     assert report_obj.status == "ok" and not report_obj.exceeds("warn")
     report_obj = drift_report(predictor, shifted, **lax, ks_alpha=0.01)  # the KS test alone warns
     assert report_obj.features[0].status == "warn" and report_obj.features[0].reason == "KS p < 0.01"
-    with pytest.raises(ValueError, match=r"psi_alert=-1 must be a number above 0"):
+    with pytest.raises(ValueError, match=r"psi_alert=-1 \(--psi-alert\) must be a number above 0"):
         drift_report(predictor, shifted, psi_alert=-1)
-    with pytest.raises(ValueError, match=r"ks_alpha=2.0 must be a number between 0 and 1"):
+    with pytest.raises(ValueError, match=r"ks_alpha=2.0 \(--ks-alpha\) must be a number between 0 and 1"):
         drift_report(predictor, shifted, ks_alpha=2.0)
-    with pytest.raises(ValueError, match=r"psi_warn=0.5 is above psi_alert=0.25"):
+    with pytest.raises(ValueError, match=r"psi_warn=0.5 is above psi_alert=0.25.*lower psi_warn"):
         drift_report(predictor, shifted, psi_warn=0.5)
 
 
@@ -281,7 +281,7 @@ def test_bad_input_exits_2(run: Path, tmp_path: Path, fresh: pd.DataFrame, capsy
     code, _ = monitor(run, fresh[:0], tmp_path)
     assert code == 2 and "no rows" in capsys.readouterr().err
     code, _ = monitor(run, fresh, tmp_path, "--ks-alpha", "0")
-    assert code == 2 and "ks_alpha=0.0 must be a number between 0 and 1" in capsys.readouterr().err
+    assert code == 2 and "ks_alpha=0.0 (--ks-alpha) must be a number between 0 and 1" in capsys.readouterr().err
     assert main(["monitor", str(run), "--data", str(tmp_path / "nope.csv")]) == 2
     assert main(["monitor", str(run), "--data", str(tmp_path / "new.csv"), "--json", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
@@ -292,7 +292,7 @@ def test_bad_input_exits_2(run: Path, tmp_path: Path, fresh: pd.DataFrame, capsy
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("width", [3, 40])
 def test_tensor_models_get_a_reference_of_their_inputs(width: int, tmp_path: Path) -> None:
-    tasks = [Task("a", "binary"), Task("b", "regression")]
+    tasks = [Task("a", "binary"), Task("m", "multiclass", num_classes=3), Task("v", "regression", target_dim=2)]
     torch.manual_seed(0)
     model = build_model("hard_sharing", [width], tasks, hidden=[8])
     pred = Predictor(
@@ -302,6 +302,8 @@ def test_tensor_models_get_a_reference_of_their_inputs(width: int, tmp_path: Pat
     reference = build_reference(pred, train)
     names = [f"x[{i}]" for i in range(width)] if width <= 16 else ["input_mean", "input_std", "input_min", "input_max"]
     assert list(reference["features"]) == names and reference["input"] == "tensor"
+    assert list(reference["predictions"]) == ["a", "m", "v_0", "v_1"]
+    assert reference["predictions"]["m"]["classes"] == ["0", "1", "2"]  # no class names: indices
     loaded = load(attach_reference(pred, train).save(tmp_path / "t.mt"))
     assert drift_report(loaded, torch.randn(300, width)).status in ("ok", "warn")
     assert drift_report(loaded, torch.randn(300, width) + 3).status == "alert"
