@@ -10,7 +10,8 @@ tensor datasets), the resolved run config and the versions that wrote it.
 every run directory) and :func:`load` restores it, refusing a corrupted, truncated, tampered or
 incompatible file with an :class:`ArtifactError` that says what is wrong and how to fix it.
 
-File format (version 1): a zip archive with three members, nothing in it ever unpickled::
+File format (version 1): a zip archive of three members (four with the optional training
+reference), nothing in it ever unpickled::
 
     manifest.json   {"format": "multitask-model", "format_version": 1, "created": ISO time,
                      "versions": {multitask, torch, python, numpy, pandas},
@@ -19,6 +20,8 @@ File format (version 1): a zip archive with three members, nothing in it ever un
                     columns, dtypes and the fitted preprocessor), every task (Task.to_dict),
                     the served tasks, the dataset name and the resolved run config
     weights.pt      the model's state dict, torch.save'd, read with torch.load(weights_only=True)
+    reference.json  optional: the training reference of drift monitoring (see multitask.monitor);
+                    listed in the manifest with its sha256 like the others. A file without it loads.
 
 Compatibility: a file from a newer format version is refused (upgrade multitask); one written
 with a newer torch *major* version than the one installed is refused (upgrade torch); an older
@@ -79,7 +82,9 @@ UnknownCategoryPolicy = Literal["warn", "error", "ignore"]
 _MANIFEST = "manifest.json"
 _SPEC = "spec.json"
 _WEIGHTS = "weights.pt"
+_REFERENCE = "reference.json"
 _MEMBERS = (_SPEC, _WEIGHTS)
+_OPTIONAL_MEMBERS = (_REFERENCE,)
 _MANIFEST_KEYS = ("format", "format_version", "versions", "members")
 _SPEC_KEYS = ("architecture", "architecture_params", "input", "tasks", "served_tasks", "config")
 _ARRAY_SUFFIXES = (".npy", ".pt", ".pth")
@@ -186,6 +191,8 @@ class Predictor:
         config: the resolved run config (kept for reference).
         dataset: what the model was trained on (named in error messages).
         versions: the versions that wrote the model (default: the running ones).
+        reference: the training reference of drift monitoring (:func:`multitask.monitor.build_reference`;
+            :meth:`from_training` computes it), saved as ``reference.json``; None: none.
 
     Raises:
         ValueError: the tasks do not match the model's outputs, no task is served, or the
@@ -205,6 +212,7 @@ class Predictor:
         config: Mapping[str, Any] | None = None,
         dataset: str | None = None,
         versions: Mapping[str, str] | None = None,
+        reference: Mapping[str, Any] | None = None,
     ) -> None:
         names = [t.name for t in tasks]
         model_names = list(getattr(model, "task_names", names))
@@ -238,15 +246,20 @@ class Predictor:
         self.config: dict[str, Any] = json.loads(json.dumps(dict(config or {})))
         self.dataset = dataset
         self.versions: dict[str, str] = dict(versions) if versions is not None else current_versions()
+        self.reference: dict[str, Any] | None = (
+            json.loads(json.dumps(dict(reference))) if reference is not None else None
+        )
 
     @classmethod
     def from_training(cls, model: MultiTaskModel, data: MultiTaskData, config: Mapping[str, Any]) -> Predictor:
         """The predictor of ``model`` trained on ``data`` under the resolved ``config`` (``model.architecture``
-        and its parameters rebuild it)."""
+        and its parameters rebuild it), with the training reference of drift monitoring computed from
+        ``data``'s training split (:func:`multitask.monitor.build_reference`)."""
         from .config import component_params
+        from .monitor import reference_from_encoded
 
         pre = data.preprocessor if isinstance(data.preprocessor, TabularPreprocessor) else None
-        return cls(
+        predictor = cls(
             model,
             data.tasks,
             architecture=str(config["model"]["architecture"]),
@@ -257,6 +270,16 @@ class Predictor:
             config=config,
             dataset=str(data.name),
         )
+        try:
+            predictor.reference = reference_from_encoded(predictor, data.train.inputs)
+        except (ValueError, RuntimeError, TypeError) as exc:  # never lose the model over its monitoring reference
+            warnings.warn(
+                f"no training reference for drift monitoring could be computed ({_first_line(exc)}); the model is "
+                "saved without one and `multitask monitor` will refuse it",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return predictor
 
     # --- description ---------------------------------------------------------------------------
     @property
@@ -584,14 +607,16 @@ class Predictor:
         buf = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, buf)
         weights = buf.getvalue()
+        blobs = [(_SPEC, spec, zipfile.ZIP_DEFLATED), (_WEIGHTS, weights, zipfile.ZIP_STORED)]
+        if self.reference is not None:
+            blobs.append((_REFERENCE, json.dumps(self.reference).encode(), zipfile.ZIP_DEFLATED))
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "versions": self.versions,
             "members": {
-                name: {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
-                for name, blob in ((_SPEC, spec), (_WEIGHTS, weights))
+                name: {"sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)} for name, blob, _ in blobs
             },
         }
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -600,8 +625,7 @@ class Predictor:
                 with zipfile.ZipFile(f, "w") as zf:
                     for name, blob, method in (
                         (_MANIFEST, json.dumps(manifest, indent=2).encode(), zipfile.ZIP_DEFLATED),
-                        (_SPEC, spec, zipfile.ZIP_DEFLATED),
-                        (_WEIGHTS, weights, zipfile.ZIP_STORED),
+                        *blobs,
                     ):
                         info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
                         info.compress_type = method
@@ -787,6 +811,32 @@ def load(path: str | Path) -> Predictor:
                     f"manifest records {str(recorded['sha256'])[:12]}...; the file was altered or damaged: {damaged}"
                 )
             blobs[name] = data
+        for name in _OPTIONAL_MEMBERS:
+            recorded = manifest["members"].get(name)
+            if recorded is None and name not in names:
+                continue
+            if name not in names or not isinstance(recorded, dict) or "sha256" not in recorded:
+                what = "is missing" if name not in names else "is not listed in its manifest"
+                raise ArtifactError(
+                    f"model artifact {where} fails its integrity check: member {name!r} {what}; the file was "
+                    f"altered or damaged: {damaged}"
+                )
+            data = member(name)
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != recorded["sha256"]:
+                raise ArtifactError(
+                    f"model artifact {where} fails its checksum: member {name!r} has sha256 {digest[:12]}..., the "
+                    f"manifest records {str(recorded['sha256'])[:12]}...; the file was altered or damaged: {damaged}"
+                )
+            blobs[name] = data
+    reference: dict[str, Any] | None = None
+    if _REFERENCE in blobs:
+        try:
+            reference = json.loads(blobs[_REFERENCE])
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ArtifactError(f"model artifact {where} has an unreadable {_REFERENCE} ({exc}); {damaged}") from exc
+        if not isinstance(reference, dict):
+            raise ArtifactError(f"model artifact {where}: {_REFERENCE} is not a JSON object; {damaged}")
     try:
         spec = json.loads(blobs[_SPEC])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -806,10 +856,16 @@ def load(path: str | Path) -> Predictor:
         isinstance(k, str) and isinstance(v, Tensor) for k, v in weights.items()
     ):
         raise ArtifactError(f"model artifact {where}: {_WEIGHTS} is not a state dict of named tensors; {damaged}")
-    return _rebuild(where, spec, weights, manifest["versions"])
+    return _rebuild(where, spec, weights, manifest["versions"], reference)
 
 
-def _rebuild(where: str, spec: dict[str, Any], weights: dict[str, Tensor], versions: dict[str, Any]) -> Predictor:
+def _rebuild(
+    where: str,
+    spec: dict[str, Any],
+    weights: dict[str, Tensor],
+    versions: dict[str, Any],
+    reference: dict[str, Any] | None = None,
+) -> Predictor:
     inputs = spec["input"]
     try:
         tasks = [Task.from_dict(d) for d in spec["tasks"]]
@@ -872,4 +928,5 @@ def _rebuild(where: str, spec: dict[str, Any], weights: dict[str, Tensor], versi
         config=spec["config"],
         dataset=str(dataset) if dataset is not None else None,
         versions={str(k): str(v) for k, v in versions.items()},
+        reference=reference,
     )

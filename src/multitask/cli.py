@@ -1,10 +1,10 @@
-"""The ``multitask`` command: ``train``, ``predict``, ``bench``, ``affinity``, ``group`` and ``list``.
+"""The ``multitask`` command: ``train``, ``predict``, ``monitor``, ``bench``, ``affinity``, ``group`` and ``list``.
 
 ``multitask train --nproc N`` re-runs itself under ``torchrun``; under ``torchrun`` (``WORLD_SIZE``
 set) every rank trains its share of each batch and rank 0 prints and writes.
 
 Every subcommand is callable in-process: ``main(["train", "--epochs", "2"])`` returns the exit
-code (0 success, 2 bad input, 130 interrupted).
+code (0 success, 2 bad input, 130 interrupted; ``monitor``: 1 drift at or above ``--fail-on``).
 """
 
 from __future__ import annotations
@@ -134,6 +134,51 @@ def build_parser() -> argparse.ArgumentParser:
         "prints a count per column, error refuses the file, ignore says nothing",
     )
     pr.add_argument("--batch-size", type=int, default=4096, metavar="N", help="rows per forward pass (default 4096)")
+
+    mo = sub.add_parser(
+        "monitor",
+        help="drift of new data and of the model's predictions against the training reference in the artifact",
+        description="Compare --data with the training reference stored in the model's artifact: per numeric "
+        "feature the PSI over training-decile bins and a KS test, per categorical feature the total variation "
+        "distance of category shares and the categories never seen in training, per task the drift of the "
+        "predictions. Prints a table, writes --json, and exits 0 when no row reaches --fail-on, 1 when one "
+        "does (drift detected), 2 on bad input or usage. See docs/serving.md.",
+    )
+    mo.add_argument("model", metavar="RUN_OR_ARTIFACT", help="a run directory of `multitask train` or a model.mt file")
+    mo.add_argument(
+        "--data",
+        metavar="FILE",
+        required=True,
+        help="CSV or Parquet with the model's feature columns (a .npy or .pt array for a tensor model)",
+    )
+    mo.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    mo.add_argument("--psi-warn", type=float, default=0.1, metavar="X", help="PSI warn level (default 0.1)")
+    mo.add_argument(
+        "--psi-alert", type=float, default=0.25, metavar="X", help="PSI alert level of features (default 0.25)"
+    )
+    mo.add_argument(
+        "--prediction-psi-alert",
+        type=float,
+        default=0.25,
+        metavar="X",
+        help="PSI alert level of binary/regression predictions (default 0.25)",
+    )
+    mo.add_argument(
+        "--ks-alpha", type=float, default=0.01, metavar="P", help="KS test significance: warn below (default 0.01)"
+    )
+    mo.add_argument(
+        "--category-shift",
+        type=float,
+        default=0.1,
+        metavar="TV",
+        help="total variation alert level of category and predicted-class shares; warn at half (default 0.1)",
+    )
+    mo.add_argument(
+        "--fail-on",
+        choices=["warn", "alert"],
+        default="alert",
+        help="exit 1 when any row is at or above this level (default alert)",
+    )
 
     be = sub.add_parser(
         "bench",
@@ -571,6 +616,39 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .artifact import load
+    from .monitor import drift_report
+
+    if args.json is not None and Path(args.json).is_dir():
+        raise ValueError(f"--json {args.json!r} is a directory; give a file name such as drift.json")
+    predictor = load(args.model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = drift_report(
+            predictor,
+            args.data,
+            psi_warn=args.psi_warn,
+            psi_alert=args.psi_alert,
+            ks_alpha=args.ks_alpha,
+            category_shift=args.category_shift,
+            prediction_psi_alert=args.prediction_psi_alert,
+        )
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(report.table())
+    if args.json is not None:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(
+            json.dumps({"data": str(args.data), "fail_on": args.fail_on, **report.to_dict()}, indent=2) + "\n"
+        )
+        print(f"wrote {out}")
+    return 1 if report.exceeds(args.fail_on) else 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .architectures import ARCHITECTURES
     from .data import DATASETS, SAMPLERS
@@ -633,6 +711,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _train(args, argv)
         if args.command == "predict":
             return _predict(args)
+        if args.command == "monitor":
+            return _monitor(args)
         if args.command == "affinity":
             return _affinity(args)
         if args.command == "bench":

@@ -104,7 +104,7 @@ def manifest_of(path: Path) -> dict[str, Any]:
 def test_train_writes_one_self_describing_file(run: Path) -> None:
     path = run / ARTIFACT_NAME
     with zipfile.ZipFile(path) as zf:
-        assert zf.namelist() == ["manifest.json", "spec.json", "weights.pt"]
+        assert zf.namelist() == ["manifest.json", "spec.json", "weights.pt", "reference.json"]
         manifest = json.loads(zf.read("manifest.json"))
         for name, entry in manifest["members"].items():
             assert hashlib.sha256(zf.read(name)).hexdigest() == entry["sha256"]
