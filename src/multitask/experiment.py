@@ -59,6 +59,7 @@ from .trainer import Trainer
 from .weighting import create_weighting
 
 __all__ = [
+    "check_logger_packages",
     "dataset_label",
     "format_summary",
     "load_data",
@@ -307,6 +308,19 @@ def make_loggers(cfg: dict[str, Any], run_dir: str | Path) -> list[Callback]:
     return loggers
 
 
+def check_logger_packages(cfg: dict[str, Any]) -> None:
+    """Raise :class:`~multitask.data.base.MissingDependencyError` (naming the extra) for a logger whose package is missing."""
+    names = cfg["run"].get("loggers") or []
+    if "mlflow" in names:
+        from .callbacks.mlflow import _client_class
+
+        _client_class()
+    if "tensorboard" in names:
+        from .callbacks.tensorboard import _writer_class
+
+        _writer_class()
+
+
 def _finish_loggers(loggers: Sequence[Callback], run_dir: Path, summary: dict[str, Any]) -> None:
     """Attach the run's outputs to the MLflow run: model.mt, summary.json, config.yaml, test metrics and Δm."""
     from .callbacks._tracking import safe_name
@@ -379,6 +393,7 @@ def run(
         rdir = resume_dir
     else:
         cfg = resolve_config(cfg)
+        check_logger_packages(cfg)  # before the run directory is created
         chosen = Path(run_dir) if run_dir is not None else None
 
         def new_dir() -> Path:
