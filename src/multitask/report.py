@@ -379,10 +379,10 @@ def build_report(run_dir: str | Path) -> str:
 
 def write_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
     """Write the HTML report of ``run_dir`` to ``out`` (default ``<run_dir>/report.html``); return its path."""
-    text = build_report(run_dir)
     path = Path(out) if out is not None else Path(run_dir) / REPORT_NAME
     if path.is_dir():
         raise ValueError(f"report: --out {str(path)!r} is a directory; give a file name such as report.html")
+    text = build_report(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
