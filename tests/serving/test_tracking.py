@@ -276,3 +276,27 @@ def test_cosine_heatmap_colours() -> None:
     assert img[:, 0, 3].tolist() == [0.0, 0.0, 1.0]  # -1 blue
     assert img[:, 3, 0].tolist() == [1.0, 1.0, 1.0]  # 0 white
     assert img[:, 3, 3].tolist() == [0.5, 0.5, 0.5]  # unknown grey
+
+
+def test_mlflow_resume_continues_the_same_run(tracked: dict[str, Any], tmp_path: Path) -> None:
+    """A logger given the run-id file of an interrupted training continues that MLflow run."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracked["uri"]  # an existing store (creating one costs seconds); experiment "resume" of its own
+    record = {"epoch": 1, "train": {"a": 2.0}, "weights": {"a": 1.0}, "val": {"a": {"loss": 1.0}}}
+    first = SimpleNamespace(is_main=True, task_names=["a"], config={"train": {"lr": 0.1}}, history=[], best_epoch=1)
+    ml = MLflowLogger(tracking_uri=uri, experiment="resume", run_id_path=tmp_path / "id", run_name="r")
+    ml.on_fit_start(first)  # type: ignore[arg-type]
+    ml.on_epoch_end(first, record)  # type: ignore[arg-type]  # then the process dies
+    again = MLflowLogger(tracking_uri=uri, experiment="resume", run_id_path=tmp_path / "id", run_name="r")
+    resumed = SimpleNamespace(**{**vars(first), "history": [record], "global_step": 4})
+    again.on_fit_start(resumed)  # type: ignore[arg-type]
+    again.on_epoch_end(resumed, {**record, "epoch": 2, "train": {"a": 1.0}})  # type: ignore[arg-type]
+    again.on_fit_end(resumed)  # type: ignore[arg-type]
+    assert again.run_id == ml.run_id
+    client = MlflowClient(tracking_uri=uri)
+    assert len(client.search_runs([client.get_experiment_by_name("resume").experiment_id])) == 1
+    history = sorted((m.step, m.value) for m in client.get_metric_history(again.run_id, "train/a/loss"))
+    assert history == [(1, 2.0), (2, 1.0)]
+    assert client.get_run(again.run_id).info.status == "FINISHED"
+    assert client.get_run(again.run_id).data.params == {"train.lr": "0.1"}

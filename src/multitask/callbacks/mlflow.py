@@ -9,9 +9,11 @@ backend, e.g. a tracking server ``http://host:5000``. Browse with
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,20 @@ def _client_class() -> type[MlflowClient]:
             f"the mlflow logger needs the mlflow package ({exc}); install it with: {TRACKING_EXTRA}"
         ) from None
     return MlflowClient
+
+
+@contextlib.contextmanager
+def _quiet_store() -> Iterator[None]:
+    """Silence MLflow's INFO lines while it creates or migrates a SQLite store (progress output is ours)."""
+    loggers = [logging.getLogger(n) for n in ("mlflow.store.db.utils", "alembic.runtime.migration")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 class MLflowLogger(Callback):
@@ -103,7 +119,10 @@ class MLflowLogger(Callback):
     def client(self) -> MlflowClient:
         """The MLflow client (created on first use)."""
         if self._client is None:
-            self._client = _client_class()(tracking_uri=self.tracking_uri)
+            with _quiet_store():
+                client = _client_class()(tracking_uri=self.tracking_uri)
+                client.search_experiments(max_results=1)  # opens (creates, migrates) the store now, quietly
+            self._client = client
         return self._client
 
     def _experiment_id(self) -> str:
