@@ -228,19 +228,22 @@ def _comparison(summary: dict[str, Any] | None) -> str:
         )
     table = f"<table>{head}{''.join(body)}</table>"
     dm = _num(summary.get("delta_m"))
-    if math.isnan(dm):
+    with_single = [r for r in rows if "single" in r]
+    if with_single and math.isnan(dm):
+        dm_text = _note("Δm is undefined for this run (a task's metric is NaN, e.g. an AUC on a one-class test split).")
+    elif math.isnan(dm):
         return table + _note(
             "No single-task baselines in this run (trained with <code>--no-baselines</code>), so there are no "
             "multi-task vs single-task bars and no Δm. Train without <code>--no-baselines</code> to get them."
         )
-    dm_all = _num(summary.get("delta_m_all_metrics"))
-    line = (
-        f'<p class="delta">Δm = {100 * dm:+.2f}% <span class="small">(mean over tasks of each task\'s main-metric '
-        "relative change; positive = multi-task better)</span>"
-        + ("" if math.isnan(dm_all) else f"<br>Δm over all metrics = {100 * dm_all:+.2f}%")
-        + "</p>"
-    )
-    with_single = [r for r in rows if "single" in r]
+    else:
+        dm_all = _num(summary.get("delta_m_all_metrics"))
+        dm_text = (
+            f'<p class="delta">Δm = {100 * dm:+.2f}% <span class="small">(mean over tasks of each task\'s main-metric '
+            "relative change; positive = multi-task better)</span>"
+            + ("" if math.isnan(dm_all) else f"<br>Δm over all metrics = {100 * dm_all:+.2f}%")
+            + "</p>"
+        )
     n = len(with_single)
     fig = _figure(max(4.0, 2.2 * n), 3.0)
     axes = fig.subplots(1, max(n, 1), squeeze=False)[0]
@@ -253,18 +256,20 @@ def _comparison(summary: dict[str, Any] | None) -> str:
     fig2 = _figure(max(4.0, 0.9 * n + 2.0), 3.0)
     ax = fig2.add_subplot()
     changes = [100 * _num(r.get("relative_change")) for r in with_single]
+    changes = [0.0 if math.isnan(c) else c for c in changes]
     ax.bar(
         [str(r.get("task")) for r in with_single],
         changes,
         color=["tab:green" if c >= 0 else "tab:red" for c in changes],
     )
-    ax.axhline(100 * dm, color="black", linestyle="--", label=f"Δm = {100 * dm:+.2f}%")
+    if not math.isnan(dm):
+        ax.axhline(100 * dm, color="black", linestyle="--", label=f"Δm = {100 * dm:+.2f}%")
+        ax.legend(fontsize="small")
     ax.axhline(0.0, color="grey", linewidth=0.8)
     ax.set_ylabel("relative change (%)")
     ax.set_title("multi-task vs single-task (positive = better)")
-    ax.legend(fontsize="small")
     change_img = _png(fig2, "relative change per task and delta m")
-    return table + line + '<div class="grid">' + bars_img + change_img + "</div>"
+    return table + dm_text + '<div class="grid">' + bars_img + change_img + "</div>"
 
 
 def _versions() -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -140,6 +141,18 @@ def test_report_of_an_unfinished_run(bare_run: Path, tmp_path: Path) -> None:
     text = build_report(partial)
     assert "No <code>summary.json</code>: the run has not finished" in text
     assert "1 epochs recorded, 2 tasks: buy, price" in text
+
+
+def test_report_with_undefined_delta_m(full_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "nan"
+    shutil.copytree(full_run, run, ignore=shutil.ignore_patterns("report.html", "checkpoint.pt", "model.mt"))
+    summary = json.loads((run / "summary.json").read_text())
+    summary["delta_m"] = float("nan")
+    summary["rows"][0]["relative_change"] = float("nan")
+    (run / "summary.json").write_text(json.dumps(summary))
+    text = build_report(run)
+    assert "Δm is undefined for this run" in text and "Δm = " not in text
+    assert "multi-task vs single-task test metric per task" in text  # the bars are still drawn
 
 
 def test_report_errors(tmp_path: Path, full_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
