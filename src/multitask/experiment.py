@@ -275,7 +275,7 @@ def make_loggers(cfg: dict[str, Any], run_dir: str | Path) -> list[Callback]:
 
     ``mlflow``: :class:`~multitask.callbacks.mlflow.MLflowLogger` on ``run.mlflow_uri`` (default
     ``sqlite:///<run_dir>/mlflow.db``), experiment ``run.mlflow_experiment``, MLflow run named after
-    the run directory (its id kept in ``multitask/mlflow_run_id`` so a resumed run continues it).
+    the run directory (``NAME-seed-S`` under ``--seeds``; its id kept in ``multitask/mlflow_run_id`` so a resumed run continues it).
     ``tensorboard``: :class:`~multitask.callbacks.tensorboard.TensorBoardLogger` writing to
     ``run.tensorboard_dir`` (default ``<run_dir>/tensorboard``). Both log every ``run.log_every``
     steps as well (0: per epoch only). A missing package raises an error naming the extra.
@@ -291,10 +291,10 @@ def make_loggers(cfg: dict[str, Any], run_dir: str | Path) -> list[Callback]:
                 MLflowLogger(
                     tracking_uri=r["mlflow_uri"],
                     experiment=r["mlflow_experiment"],
-                    run_name=rdir.name,
+                    run_name=f"{rdir.parent.name}-{rdir.name}" if rdir.name.startswith("seed-") else rdir.name,
                     run_dir=rdir,
                     log_every=r["log_every"],
-                    tags={"multitask.phase": "multitask"},
+                    tags={"multitask.phase": "multitask", "multitask.seed": str(cfg["train"]["seed"])},
                     run_id_path=rdir / "multitask" / "mlflow_run_id",
                 )
             )

@@ -95,6 +95,7 @@ def test_mlflow_params_tags_and_status(tracked: dict[str, Any], mlflow_run: Any)
     assert params["data.tasks"] == "['buy:binary:yes', 'price:regression']"
     assert run.data.tags["multitask.phase"] == "multitask"
     assert run.data.tags["multitask.tasks"] == "buy,price"
+    assert run.data.tags["multitask.seed"] == "0"
     assert run.info.run_name == "run"
     assert run.info.status == "FINISHED"
     assert (tracked["run_dir"] / "multitask" / "mlflow_run_id").read_text().strip() == run.info.run_id
