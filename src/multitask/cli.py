@@ -1,4 +1,4 @@
-"""The ``multitask`` command: ``train``, ``predict``, ``monitor``, ``bench``, ``affinity``, ``group`` and ``list``.
+"""The ``multitask`` command: ``train``, ``predict``, ``monitor``, ``report``, ``bench``, ``affinity``, ``group``, ``list``.
 
 ``multitask train --nproc N`` re-runs itself under ``torchrun``; under ``torchrun`` (``WORLD_SIZE``
 set) every rank trains its share of each batch and rank 0 prints and writes.
@@ -96,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SECTION.KEY=VALUE",
         help="any config value, e.g. --set model.hidden=[512,256] --set weighting.temperature=2",
+    )
+    tr.add_argument(
+        "--logger",
+        action="append",
+        metavar="NAME",
+        help="track the multi-task model with mlflow or tensorboard (repeat for both; run.loggers); "
+        "needs pip install 'multitask[tracking]'",
+    )
+    tr.add_argument(
+        "--mlflow-uri", metavar="URI", help="MLflow backend (default sqlite:///RUN_DIR/mlflow.db; run.mlflow_uri)"
+    )
+    tr.add_argument(
+        "--tensorboard-dir", metavar="DIR", help="TensorBoard event directory (default RUN_DIR/tensorboard)"
     )
     tr.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its directory")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress output; print only the final table")
@@ -292,6 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--out", metavar="DIR", help="with --train: where the models go (rerun to reuse finished ones)")
     gr.add_argument("-q", "--quiet", action="store_true", help="with --train: no progress output")
 
+    rp = sub.add_parser(
+        "report",
+        help="a self-contained HTML report of a run: learning curves, task weights, gradient conflicts, Δm",
+        description="Write one HTML file (plots inlined, no external resources) from a run directory of "
+        "`multitask train`: per-task learning curves, task weights over epochs, the gradient-cosine and conflict "
+        "heatmaps (when relations.jsonl was recorded), multi-task vs single-task bars and Δm (when baselines ran), "
+        "the config and versions. Needs matplotlib (pip install 'multitask[tracking]').",
+    )
+    rp.add_argument("run_dir", metavar="RUN", help="a run directory of `multitask train`")
+    rp.add_argument("--out", metavar="FILE", help="output file (default RUN/report.html)")
+
     ls = sub.add_parser("list", help="list weightings, architectures, datasets or samplers with their parameters")
     ls.add_argument("what", choices=["weightings", "architectures", "datasets", "samplers"])
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -328,10 +352,14 @@ def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
         ("compile", "train.compile"),
         ("out_dir", "run.out_dir"),
         ("name", "run.name"),
+        ("mlflow_uri", "run.mlflow_uri"),
+        ("tensorboard_dir", "run.tensorboard_dir"),
     ):
         value = getattr(args, flag, None)
         if value is not None:
             flat[key] = value
+    if getattr(args, "logger", None):
+        flat["run.loggers"] = list(args.logger)
     if getattr(args, "no_baselines", False):
         flat["run.baselines"] = False
     if args.quiet:
@@ -649,6 +677,14 @@ def _monitor(args: argparse.Namespace) -> int:
     return 1 if report.exceeds(args.fail_on) else 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = write_report(args.run_dir, out=args.out)
+    print(f"wrote {out}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .architectures import ARCHITECTURES
     from .data import DATASETS, SAMPLERS
@@ -719,6 +755,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _bench(args)
         if args.command == "group":
             return _group(args)
+        if args.command == "report":
+            return _report(args)
         return _list(args)
     except DistributedError as exc:
         print(f"error: {exc}", file=sys.stderr)

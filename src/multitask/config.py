@@ -11,7 +11,8 @@ weighting, checked against its signature (an unknown key names the closest valid
     [weighting]  name = "equal";  <weighting params>
     [train]      epochs, batch_size, lr, optimizer, weight_decay, seed, grad_mode, chunk_size,
                  checkpoint_every, device, precision, accumulate, compile, dist_timeout, relations_every
-    [run]        out_dir, name, baselines, quiet
+    [run]        out_dir, name, baselines, quiet, loggers (["mlflow", "tensorboard"]), mlflow_uri,
+                 mlflow_experiment, tensorboard_dir, log_every
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import yaml
 
 from .registry import UnknownNameError, signature_params, unknown_name_message
 
-__all__ = ["DEFAULTS", "ConfigError", "apply_overrides", "dump_config", "load_config_file", "resolve_config"]
+__all__ = ["DEFAULTS", "LOGGERS", "ConfigError", "apply_overrides", "dump_config", "load_config_file", "resolve_config"]
 
 
 class ConfigError(ValueError):
@@ -63,8 +64,19 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "dist_timeout": 300.0,
         "relations_every": 0,
     },
-    "run": {"out_dir": "runs", "name": None, "baselines": True, "quiet": False},
+    "run": {
+        "out_dir": "runs",
+        "name": None,
+        "baselines": True,
+        "quiet": False,
+        "loggers": [],
+        "mlflow_uri": None,
+        "mlflow_experiment": "multitask",
+        "tensorboard_dir": None,
+        "log_every": 0,
+    },
 }
+LOGGERS = ("mlflow", "tensorboard")
 PRECISIONS = ("32", "bf16", "fp16")
 _OPEN_SECTIONS = {"data": "dataset", "model": "architecture", "weighting": "name"}
 SOURCE_KEYS = ("dataset", "path", "tasks")  # the fixed keys of one source of data.combine
@@ -362,6 +374,34 @@ def _check_types(cfg: dict[str, dict[str, Any]]) -> None:
     for key in ("baselines", "quiet"):
         if not isinstance(cfg["run"][key], bool):
             raise ConfigError(f"run.{key}={cfg['run'][key]!r} must be true or false")
+    _check_run_tracking(cfg["run"])
+
+
+def _check_run_tracking(run: dict[str, Any]) -> None:
+    loggers = run["loggers"]
+    if isinstance(loggers, str):
+        loggers = [loggers]
+    if not isinstance(loggers, list) or not all(isinstance(n, str) for n in loggers):
+        raise ConfigError(
+            f'run.loggers={run["loggers"]!r} must be a list of logger names, e.g. ["mlflow", "tensorboard"]'
+        )
+    for name in loggers:
+        if name not in LOGGERS:
+            raise UnknownNameError(unknown_name_message("logger in run.loggers:", name, list(LOGGERS)))
+    run["loggers"] = list(dict.fromkeys(loggers))
+    for key in ("mlflow_uri", "tensorboard_dir"):
+        v = run[key]
+        if v is not None and (not isinstance(v, str) or not v.strip()):
+            raise ConfigError(
+                f"run.{key}={v!r} must be a non-empty string (or null for the default inside the run directory)"
+            )
+    if not isinstance(run["mlflow_experiment"], str) or not run["mlflow_experiment"].strip():
+        raise ConfigError(f"run.mlflow_experiment={run['mlflow_experiment']!r} must be a non-empty experiment name")
+    v = run["log_every"]
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ConfigError(
+            f"run.log_every={v!r} must be an integer >= 0 (0: loggers record per epoch only; N: also every N steps)"
+        )
 
 
 def component_params(cfg: Mapping[str, Any], section: str) -> dict[str, Any]:

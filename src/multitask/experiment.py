@@ -58,7 +58,17 @@ from .metrics import delta_m, relative_change
 from .trainer import Trainer
 from .weighting import create_weighting
 
-__all__ = ["dataset_label", "format_summary", "load_data", "on_main", "run", "save_artifact", "train_one"]
+__all__ = [
+    "check_logger_packages",
+    "dataset_label",
+    "format_summary",
+    "load_data",
+    "make_loggers",
+    "on_main",
+    "run",
+    "save_artifact",
+    "train_one",
+]
 
 
 def on_main(dist: Distributed | None, fn: Callable[[], Any]) -> Any:
@@ -260,6 +270,77 @@ def save_artifact(run_dir: str | Path, cfg: dict[str, Any] | None = None, data: 
     return Predictor.from_training(model, data, cfg).save(rdir / ARTIFACT_NAME)
 
 
+def make_loggers(cfg: dict[str, Any], run_dir: str | Path) -> list[Callback]:
+    """The tracking callbacks ``run.loggers`` names, for the multi-task model of the run in ``run_dir``.
+
+    ``mlflow``: :class:`~multitask.callbacks.mlflow.MLflowLogger` on ``run.mlflow_uri`` (default
+    ``sqlite:///<run_dir>/mlflow.db``), experiment ``run.mlflow_experiment``, MLflow run named after
+    the run directory (``NAME-seed-S`` under ``--seeds``; its id kept in ``multitask/mlflow_run_id`` so a resumed run continues it).
+    ``tensorboard``: :class:`~multitask.callbacks.tensorboard.TensorBoardLogger` writing to
+    ``run.tensorboard_dir`` (default ``<run_dir>/tensorboard``). Both log every ``run.log_every``
+    steps as well (0: per epoch only). A missing package raises an error naming the extra.
+    """
+    rdir = Path(run_dir)
+    r = cfg["run"]
+    loggers: list[Callback] = []
+    for name in r.get("loggers") or []:
+        if name == "mlflow":
+            from .callbacks.mlflow import MLflowLogger
+
+            loggers.append(
+                MLflowLogger(
+                    tracking_uri=r["mlflow_uri"],
+                    experiment=r["mlflow_experiment"],
+                    run_name=f"{rdir.parent.name}-{rdir.name}" if rdir.name.startswith("seed-") else rdir.name,
+                    run_dir=rdir,
+                    log_every=r["log_every"],
+                    tags={"multitask.phase": "multitask", "multitask.seed": str(cfg["train"]["seed"])},
+                    run_id_path=rdir / "multitask" / "mlflow_run_id",
+                )
+            )
+        elif name == "tensorboard":
+            from .callbacks.tensorboard import TensorBoardLogger
+
+            log_dir = r["tensorboard_dir"] if r["tensorboard_dir"] else rdir / "tensorboard"
+            loggers.append(TensorBoardLogger(log_dir=log_dir, log_every=r["log_every"]))
+        else:
+            raise ConfigError(f"run.loggers: unknown logger {name!r}; valid: mlflow, tensorboard")
+    return loggers
+
+
+def check_logger_packages(cfg: dict[str, Any]) -> None:
+    """Raise :class:`~multitask.data.base.MissingDependencyError` (naming the extra) for a logger whose package is missing."""
+    names = cfg["run"].get("loggers") or []
+    if "mlflow" in names:
+        from .callbacks.mlflow import _client_class
+
+        _client_class()
+    if "tensorboard" in names:
+        from .callbacks.tensorboard import _writer_class
+
+        _writer_class()
+
+
+def _finish_loggers(loggers: Sequence[Callback], run_dir: Path, summary: dict[str, Any]) -> None:
+    """Attach the run's outputs to the MLflow run: model.mt, summary.json, config.yaml, test metrics and Δm."""
+    from .callbacks._tracking import safe_name
+
+    metrics: dict[str, float] = {}
+    for row in summary.get("rows", []):
+        for metric, values in row.get("all_metrics", {}).items():
+            for which, prefix in (("multi", "test"), ("single", "single_task")):
+                v = values.get(which)
+                if isinstance(v, int | float) and math.isfinite(v):
+                    metrics[f"{prefix}/{safe_name(row['task'])}/{safe_name(metric)}"] = float(v)
+    for key in ("delta_m", "delta_m_all_metrics"):
+        if isinstance(summary.get(key), float) and math.isfinite(summary[key]):
+            metrics[key] = summary[key]
+    for logger in loggers:
+        log_files = getattr(logger, "log_files", None)
+        if log_files is not None:
+            log_files([run_dir / ARTIFACT_NAME, run_dir / "summary.json", run_dir / "config.yaml"], metrics=metrics)
+
+
 def _new_run_dir(cfg: dict[str, Any]) -> Path:
     base = Path(cfg["run"]["out_dir"])
     name = cfg["run"]["name"]
@@ -312,6 +393,7 @@ def run(
         rdir = resume_dir
     else:
         cfg = resolve_config(cfg)
+        check_logger_packages(cfg)  # before the run directory is created
         chosen = Path(run_dir) if run_dir is not None else None
 
         def new_dir() -> Path:
@@ -324,11 +406,14 @@ def run(
 
         rdir = on_main(dist, new_dir)
 
+    loggers = make_loggers(cfg, rdir)  # before the data: a missing package fails at once
     data = load_data(cfg)
     on_main(dist, lambda: (rdir / "data.json").write_text(json.dumps(data.summary(), indent=2, default=str)))
     if on_phase:
         on_phase("multitask")
-    mtl = train_one(cfg, data, rdir / "multitask", label="multi-task", resume=resume, stream=stream, dist=dist)
+    mtl = train_one(
+        cfg, data, rdir / "multitask", label="multi-task", resume=resume, stream=stream, dist=dist, callbacks=loggers
+    )
     on_main(dist, lambda: save_artifact(rdir, cfg, data))
     single: dict[str, dict[str, Any]] = {}
     main_tasks = [t for t in data.tasks if not t.auxiliary]
@@ -351,6 +436,8 @@ def run(
     summary = _summarise(cfg, data, mtl, single, rdir)
     summary["processes"] = 1 if dist is None else dist.world_size
     on_main(dist, lambda: (rdir / "summary.json").write_text(json.dumps(summary, indent=2)))
+    if loggers:
+        on_main(dist, lambda: _finish_loggers(loggers, rdir, summary))
     return summary
 
 
