@@ -242,7 +242,9 @@ def _export_torchscript(module: nn.Module, example: Tensor, path: Path) -> None:
 
 
 def _run_torchscript(path: Path, batches: list[Tensor]) -> list[list[Tensor]]:
-    loaded = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript; it still works
+        loaded = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     results = []
     with torch.inference_mode():
         for x in batches:
