@@ -293,16 +293,25 @@ def _export_onnx(
         ) from exc
     finally:
         logger.setLevel(level)
-    used = getattr(program, "model", None)
-    for entry in getattr(used, "opset_imports", {}).items() if used is not None else ():
-        if entry[0] == "":
-            return int(entry[1])
+    del program
     import onnx
 
-    for imp in onnx.load(str(path), load_external_data=False).opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            return int(imp.version)
-    return int(opset or 0)
+    written = next(
+        (
+            int(i.version)
+            for i in onnx.load(str(path), load_external_data=False).opset_import
+            if i.domain in ("", "ai.onnx")
+        ),
+        None,
+    )
+    if written is None:
+        raise ExportError(f"the ONNX exporter of torch {torch.__version__} wrote a file without a default-domain opset")
+    if opset is not None and written != opset:
+        raise ExportError(
+            f"opset={opset} was asked, but the ONNX exporter of torch {torch.__version__} wrote opset {written} "
+            f"(it cannot convert this model to {opset}); nothing was written: choose another --opset, e.g. {written}"
+        )
+    return written
 
 
 def _onnx_session(path: str | Path, providers: Sequence[str] | None = None) -> Any:

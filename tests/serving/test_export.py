@@ -329,6 +329,9 @@ def test_a_tensor_model_round_trips_through_onnx(tmp_path: Path) -> None:
     )
     with pytest.raises(ExportError, match="out=None"):
         export_model(predictor, format="onnx")
+    with pytest.raises(ExportError, match="opset=9 was asked, but the ONNX exporter .* wrote opset 18"):
+        export_model(predictor, tmp_path / "m.onnx", format="onnx", batch_sizes=[1], opset=9)
+    assert listing(tmp_path) == []
     report = export_model(predictor, tmp_path / "m.onnx", format="onnx", batch_sizes=[1, 7], opset=18)
     assert report.opset == 18 and all(c.ok for c in report.checks)
     x = np.random.default_rng(0).normal(size=(9, 6)).astype(np.float32)
