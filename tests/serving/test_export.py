@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 import multitask.export as export_mod
-from multitask.architectures import MultiTaskModel, build_model
+from multitask.architectures import ARCHITECTURES, MultiTaskModel, build_model
 from multitask.artifact import ArtifactError, Predictor, load
 from multitask.cli import main
 from multitask.data.base import MissingDependencyError
@@ -340,6 +340,23 @@ def test_a_tensor_model_round_trips_through_onnx(tmp_path: Path) -> None:
     np.testing.assert_allclose(a["c"].values, b["c"].values, rtol=1e-5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"shape \[9, 5\]"):
         OnnxPredictor(report.path).predict(x[:, :5])
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES.names()))
+def test_every_builtin_architecture_exports(arch: str, fmt: str, tmp_path: Path) -> None:
+    tasks = [Task("a", "binary"), Task("b", "multiclass", num_classes=3), Task("c", "regression")]
+    shape = [1, 8, 8] if arch == "mtan" else [8]
+    torch.manual_seed(0)
+    predictor = Predictor(build_model(arch, shape, tasks), tasks, architecture=arch, input_shape=shape)
+    report = export_model(predictor, tmp_path / f"m.{fmt}", format=fmt)  # type: ignore[arg-type]
+    assert [c.best_match for c in report.checks] == ["a", "b", "c"] and all(c.ok for c in report.checks)
+    if fmt == "onnx":
+        x = torch.randn(5, *shape).numpy()
+        a, b = OnnxPredictor(report.path).predict(x), predictor.predict(x)
+        np.testing.assert_allclose(a["b"].proba, b["b"].proba, rtol=1e-4, atol=1e-6)  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
