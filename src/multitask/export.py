@@ -26,6 +26,7 @@ same labels, probabilities and values) with ONNX Runtime instead of torch.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import importlib
@@ -234,10 +235,16 @@ def _samples(predictor: Predictor, sample: InputData | None, batch_sizes: tuple[
 # --------------------------------------------------------------------------------------------
 # exporting
 # --------------------------------------------------------------------------------------------
-def _export_torchscript(module: nn.Module, example: Tensor, path: Path) -> None:
+def _export_torchscript(module: nn.Module, example: Tensor, path: Path, arch: str) -> None:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings: the verification below is what counts
-        traced = torch.jit.trace(module, (example,), check_trace=False)  # type: ignore[no-untyped-call]
+        warnings.simplefilter("ignore")  # TracerWarnings and the deprecation: the verification below is what counts
+        try:
+            traced = torch.jit.trace(module, (example,), check_trace=False)  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            raise ExportError(
+                f"architecture {arch!r} cannot be traced to TorchScript with torch {torch.__version__}: "
+                f"{_first_line(exc)}. Export it with --format onnx instead"
+            ) from exc
         torch.jit.save(traced, str(path))
 
 
@@ -550,13 +557,15 @@ def export_model(
     batches = _samples(predictor, sample, sizes)
     wrapped = _wrap(model, names)
     sidecar_path = path.with_name(path.name + ".json")
+    created = [d for d in (path.parent, *path.parent.parents) if not d.exists()]  # removed again on failure
     path.parent.mkdir(parents=True, exist_ok=True)
+    done = False
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp_side = sidecar_path.with_name(f".{sidecar_path.name}.{os.getpid()}.tmp")
     try:
         opset_used: int | None = None
         if format == "torchscript":
-            _export_torchscript(wrapped, batches[-1], tmp)
+            _export_torchscript(wrapped, batches[-1], tmp, predictor.architecture)
             exported = _run_torchscript(tmp, batches)
         else:
             opset_used = _export_onnx(wrapped, batches[-1], tmp, names, opset, predictor.architecture)
@@ -581,10 +590,14 @@ def export_model(
         tmp_side.write_text(json.dumps(side, indent=2) + "\n")
         os.replace(tmp, path)
         os.replace(tmp_side, sidecar_path)
+        done = True
     finally:
         for leftover in (tmp, tmp_side):
             if leftover.exists():
                 leftover.unlink()
+        for folder in created if not done else ():
+            with contextlib.suppress(OSError):  # not empty: something else was put there meanwhile
+                folder.rmdir()
     return ExportReport(path, sidecar_path, format, tuple(names), checks, sizes, rtol, atol, opset_used)
 
 
@@ -608,7 +621,10 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
         raise ExportError(f"sidecar {str(side)!r} is not valid JSON ({exc}); export the model again") from exc
     if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
         raise ExportError(f"{str(side)!r} is not a multitask export sidecar (no '{SIDECAR_FORMAT}' marker)")
-    if int(data.get("format_version", 0)) > SIDECAR_VERSION:
+    version = data.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ExportError(f"sidecar {str(side)!r} has an invalid format_version={version!r}; export the model again")
+    if version > SIDECAR_VERSION:
         raise ExportError(
             f"sidecar {str(side)!r} has format version {data.get('format_version')}; this multitask reads "
             f"{SIDECAR_VERSION}: upgrade multitask"
