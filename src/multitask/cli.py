@@ -1,4 +1,4 @@
-"""The ``multitask`` command: ``train``, ``predict``, ``monitor``, ``report``, ``bench``, ``affinity``, ``group``, ``list``.
+"""The ``multitask`` command: train, predict, export, monitor, report, bench, affinity, group, list.
 
 ``multitask train --nproc N`` re-runs itself under ``torchrun``; under ``torchrun`` (``WORLD_SIZE``
 set) every rank trains its share of each batch and rank 0 prints and writes.
@@ -192,6 +192,40 @@ def build_parser() -> argparse.ArgumentParser:
         default="alert",
         help="exit 1 when any row is at or above this level (default alert)",
     )
+    ex = sub.add_parser(
+        "export",
+        help="export a trained model to ONNX or TorchScript, every output checked against the eager model",
+        description="Export a trained model (a run directory or its model.mt) from the preprocessed input tensor to "
+        "the raw per-task outputs (logits, standardised values), one output per task named by the task, with a "
+        "dynamic batch axis. The file is written to a temporary name, loaded back (ONNX Runtime or torch.jit.load) "
+        "and every output compared by name with the eager model on sample inputs at each --batch-sizes; on any "
+        "mismatch nothing is written (exit status 2). A sidecar FILE.json records the task order, labels, target "
+        "scaling and preprocessing. See docs/serving.md.",
+    )
+    ex.add_argument("model", metavar="RUN_OR_ARTIFACT", help="a run directory of `multitask train` or a model.mt file")
+    ex.add_argument(
+        "--format",
+        default="onnx",
+        metavar="FORMAT",
+        help="onnx (default; needs pip install 'multitask[export]') or torchscript",
+    )
+    ex.add_argument(
+        "--out", metavar="FILE", help="output file (default: model.onnx or model.torchscript.pt next to model.mt)"
+    )
+    ex.add_argument("--opset", type=int, metavar="N", help="ONNX opset version (default: the exporter's)")
+    ex.add_argument(
+        "--batch-sizes",
+        default="1,7,64",
+        metavar="LIST",
+        help="comma-separated batch sizes the export is verified at (default 1,7,64)",
+    )
+    ex.add_argument(
+        "--data",
+        metavar="FILE",
+        help="verify on these inputs (CSV/Parquet, or .npy/.pt for a tensor model) instead of drawn rows",
+    )
+    ex.add_argument("--rtol", type=float, default=1e-4, help="relative tolerance of the comparison (default 1e-4)")
+    ex.add_argument("--atol", type=float, default=1e-5, help="absolute tolerance of the comparison (default 1e-5)")
 
     be = sub.add_parser(
         "bench",
@@ -685,6 +719,37 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    sizes: list[int] = []
+    for part in str(args.batch_sizes).split(","):
+        try:
+            sizes.append(int(part.strip()))
+        except ValueError:
+            raise ValueError(
+                f"--batch-sizes {args.batch_sizes!r} must be comma-separated positive integers, e.g. 1,7,64"
+            ) from None
+    report = export_model(
+        args.model,
+        args.out,
+        format=args.format,
+        sample=args.data,
+        batch_sizes=sizes,
+        opset=args.opset,
+        rtol=args.rtol,
+        atol=args.atol,
+    )
+    print(
+        f"verified {report.format} export against the eager model at batch sizes "
+        f"{', '.join(str(b) for b in report.batch_sizes)} (rtol={report.rtol:g}, atol={report.atol:g}):"
+    )
+    print(report.table())
+    print(f"wrote {report.path} (outputs in task order: {', '.join(report.task_order)})")
+    print(f"wrote {report.sidecar}")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .architectures import ARCHITECTURES
     from .data import DATASETS, SAMPLERS
@@ -749,6 +814,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _predict(args)
         if args.command == "monitor":
             return _monitor(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "affinity":
             return _affinity(args)
         if args.command == "bench":
