@@ -18,7 +18,6 @@ the server keeps running. :func:`serve` runs the app under uvicorn (``multitask 
 Needs the ``serve`` extra: ``pip install 'multitask[serve]'``.
 """
 
-
 import asyncio
 import json
 import math
