@@ -1,4 +1,4 @@
-"""The ``multitask`` command: ``train``, ``predict``, ``bench``, ``affinity``, ``group`` and ``list``.
+"""The ``multitask`` command: ``train``, ``predict``, ``serve``, ``bench``, ``affinity``, ``group`` and ``list``.
 
 ``multitask train --nproc N`` re-runs itself under ``torchrun``; under ``torchrun`` (``WORLD_SIZE``
 set) every rank trains its share of each batch and rank 0 prints and writes.

@@ -154,8 +154,10 @@ class MicroBatcher:
 
     async def submit(self, x: Tensor, tasks: Sequence[str], outputs: Sequence[str]) -> list[dict[str, Any]]:
         """Queue ``x`` (encoded rows) and wait for its outputs: KServe v2 output tensors."""
-        if self._wakeup is None:
+        if self._wakeup is None or self._loop_task is None:
             raise RuntimeError("MicroBatcher.submit before start(): the app's lifespan has not run")
+        if self._loop_task.done():
+            raise RuntimeError("the batching loop has stopped; restart the server")
         future: asyncio.Future[list[dict[str, Any]]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(x, tuple(tasks), tuple(outputs), future))
         self._wakeup.set()
@@ -640,8 +642,8 @@ def create_app(
                 chunks.append(chunk)
             try:
                 body = json.loads(b"".join(chunks))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                return error(400, f"the request body is not valid JSON: {exc}")
+            except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, too deep
+                return error(400, f"the request body is not valid JSON: {type(exc).__name__}: {exc}")
             try:
                 data, tasks, outputs, rid = protocol.parse(body)
                 x = await asyncio.to_thread(predictor.encode, data, unknown_categories=policy)

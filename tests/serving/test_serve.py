@@ -195,6 +195,13 @@ def test_nested_data_and_column_shape_are_accepted(client: httpx.Client, predict
     )
 
 
+def test_a_request_of_zero_rows_gets_empty_outputs(client: httpx.Client) -> None:
+    r = client.post("/v2/models/people/infer", json=request_of(make_table(0, 4)))
+    assert r.status_code == 200, r.text
+    out = outputs_by_name(r.json())
+    assert out["buy"]["data"] == [] and out["species_proba"]["shape"] == [0, 3]
+
+
 def test_concurrent_requests_get_exactly_their_own_rows(server: Server, predictor: Predictor) -> None:
     frames = [make_table(1 + (i * 7) % 23, 100 + i) for i in range(40)]
     expected = [predictor.predict(df)["price"].values for df in frames]
@@ -251,6 +258,8 @@ def _with_input(i: int, **change: Any) -> dict[str, Any]:
 
 MALFORMED: list[tuple[str, Any, int, str]] = [
     ("bad JSON", b'{"inputs": [', 400, "not valid JSON"),
+    ("invalid UTF-8", b'{"inputs": "\xff\xfe"}', 400, "not valid JSON"),
+    ("too deeply nested JSON", b"[" * 5000 + b"]" * 5000, 400, "not valid JSON"),
     ("non-object body", [1, 2, 3], 400, "JSON object"),
     ("empty inputs", {"inputs": []}, 400, "non-empty list"),
     ("no inputs", {"outputs": [{"name": "buy"}]}, 400, "'inputs'"),
