@@ -10,7 +10,9 @@ Three measurements, every one in this run:
 2. **HTTP**: the same requests over loopback: one ``multitask serve`` process with the T-head
    model against ``T`` processes, one per single-task model (each request is sent to all ``T``
    at once). The load comes from a second process (``--loadgen``, httpx) with ``--concurrency``
-   requests in flight; servers and load generator run with one torch/OpenMP thread.
+   requests in flight; servers and load generator run with one torch/OpenMP thread, every server
+   pinned to CPU 0 and the load generator to CPU 1 (``--no-pin``: unpinned), so the T single-task
+   servers get the same compute as the one T-head server.
 3. **Latency under load**: a small tabular model trained by ``multitask train`` on a generated
    CSV, served with and without micro-batching; the load generator keeps ``--clients`` requests of
    1-16 rows in flight for ``--load-requests`` requests and reports p50/p99 latency, throughput
@@ -41,6 +43,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# servers on CPU 0, the load generator on CPU 1 (--no-pin: anywhere): the T single-task servers then
+# share the one core the T-head server has, instead of spreading over more cores than it gets
+PIN = {"server": {0}, "loadgen": {1}}
+
+
+def _pinned(role: str) -> Any:
+    cpus = PIN.get(role)
+    if not cpus or not hasattr(os, "sched_setaffinity"):
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 ENV = {
     **os.environ,
     "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
@@ -132,7 +146,12 @@ def run_loadgen(spec: dict[str, Any], tmp: Path) -> Any:
     path = tmp / "loadgen.json"
     path.write_text(json.dumps(spec))
     out = subprocess.run(
-        [sys.executable, __file__, "--loadgen", str(path)], env=ENV, capture_output=True, text=True, check=False
+        [sys.executable, __file__, "--loadgen", str(path)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=_pinned("loadgen"),
     )
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{out.stderr}")
@@ -158,7 +177,11 @@ class Servers:
         for m in models:
             port = free_port()
             cmd = [sys.executable, "-m", "multitask", "serve", str(m), "--port", str(port), "--name", "m", *extra]
-            self.procs.append(subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            self.procs.append(
+                subprocess.Popen(
+                    cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_pinned("server")
+                )
+            )
             self.urls.append(f"http://127.0.0.1:{port}")
         import httpx
 
@@ -435,6 +458,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="latency part: requests in flight (default 8)")
     parser.add_argument("--load-requests", type=int, default=600, help="latency part: requests (default 600)")
     parser.add_argument("--rounds", type=int, default=5, help="latency part: alternating runs per server (default 5)")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the servers to CPU 0 and the load generator to CPU 1"
+    )
     parser.add_argument("--skip-http", action="store_true", help="in-process part only")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--loadgen", metavar="SPEC", help=argparse.SUPPRESS)
@@ -446,12 +472,15 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    if args.no_pin or (os.cpu_count() or 1) < 2:
+        PIN.clear()
     ts = [int(t) for t in args.tasks.split(",")]
     hidden = [int(h) for h in args.hidden.split(",")]
     print(
         f"# trunk {args.features} -> {' -> '.join(map(str, hidden))}, linear heads, {args.requests} requests x "
         f"{args.rows} rows, 1 thread, {args.repeats} repeats; python {platform.python_version()}, torch {torch.__version__}, "
-        f"{os.cpu_count()} CPUs"
+        f"{os.cpu_count()} CPUs; "
+        + ("HTTP servers pinned to CPU 0, the load generator to CPU 1" if PIN else "unpinned")
     )
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(args.rows, args.features, generator=g) for _ in range(args.requests)]
