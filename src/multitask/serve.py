@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .artifact import UNKNOWN_CATEGORY_POLICIES, Predictor, _task_prediction, load
+from .artifact import UNKNOWN_CATEGORY_POLICIES, Predictor, TaskPrediction, _task_prediction, load
 from .data.base import MissingDependencyError
 from .registry import UnknownNameError, unknown_name_message
 
@@ -226,16 +226,24 @@ class MicroBatcher:
         return results
 
 
-def _output_tensor(full: dict[str, Any], name: str, start: int, stop: int) -> dict[str, Any]:
+def _output_tensor(full: dict[str, TaskPrediction], name: str, start: int, stop: int) -> dict[str, Any]:
+    """Output tensor ``name`` (``<task>`` or ``<task>_proba``) of rows ``start:stop`` of the batch."""
     proba = name.endswith("_proba") and name not in full
     task = name[: -len("_proba")] if proba else name
     p = full[task]
     if p.kind == "regression":
+        assert p.values is not None
         values = p.values[start:stop]
         return {"name": name, "datatype": "FP64", "shape": list(values.shape), "data": values.reshape(-1).tolist()}
+    assert p.proba is not None and p.labels is not None
     if proba:
         values = p.proba[start:stop]
-        out = {"name": name, "datatype": "FP64", "shape": list(values.shape), "data": values.reshape(-1).tolist()}
+        out: dict[str, Any] = {
+            "name": name,
+            "datatype": "FP64",
+            "shape": list(values.shape),
+            "data": values.reshape(-1).tolist(),
+        }
         if p.classes is not None:
             out["parameters"] = {"classes": list(p.classes) if p.kind == "multiclass" else [p.classes[1]]}
         return out

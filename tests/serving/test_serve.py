@@ -363,6 +363,17 @@ def test_tensor_model_takes_one_input_with_the_full_shape() -> None:
         s.stop()
 
 
+def test_unknown_categories_error_policy_refuses_with_422(predictor: Predictor) -> None:
+    s = Server(create_app(predictor, unknown_categories="error", max_wait_ms=0.0))
+    try:
+        req = request_of(make_table(2, 6))
+        req["inputs"][2]["data"] = ["red", "purple"]
+        r = httpx.post(f"{s.url}/v2/models/model/infer", json=req, timeout=30)
+        assert r.status_code == 422 and "purple" in r.json()["error"]
+    finally:
+        s.stop()
+
+
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
