@@ -662,9 +662,8 @@ def create_app(
             except (ValueError, TypeError) as exc:  # the predictor's own input checks
                 return error(422, str(exc))
             results = await batcher.submit(x, tasks, outputs)
-            response: dict[str, Any] = {"model_name": name, "outputs": results}
-            if rid is not None:
-                response["id"] = rid
+            response: dict[str, Any] = {"model_name": name, **({"id": rid} if rid is not None else {})}
+            response["outputs"] = results
             return JSONResponse(response)
         except Exception as exc:  # never take the server down
             traceback.print_exc()
