@@ -1,4 +1,4 @@
-"""The ``multitask`` command: train, predict, export, monitor, report, bench, affinity, group, list.
+"""The ``multitask`` command: train, predict, serve, export, monitor, report, bench, affinity, group, list.
 
 ``multitask train --nproc N`` re-runs itself under ``torchrun``; under ``torchrun`` (``WORLD_SIZE``
 set) every rank trains its share of each batch and rank 0 prints and writes.
@@ -349,6 +349,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument("run_dir", metavar="RUN", help="a run directory of `multitask train`")
     rp.add_argument("--out", metavar="FILE", help="output file (default RUN/report.html)")
+    sv = sub.add_parser(
+        "serve",
+        help="serve a trained model over HTTP (KServe v2-style JSON, micro-batching; needs multitask[serve])",
+        description="Serve a trained model (a run directory or its model.mt) with uvicorn: GET /v2/health/live, "
+        "/v2/health/ready, /v2/models/NAME (metadata), POST /v2/models/NAME/infer, /docs (OpenAPI). Concurrent "
+        "requests are answered by one batched forward pass. See docs/serving.md.",
+    )
+    sv.add_argument("model", metavar="RUN_OR_ARTIFACT", help="a run directory of `multitask train` or a model.mt file")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    sv.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    sv.add_argument("--name", metavar="NAME", help="model name in the URLs (default: the run directory's name)")
+    sv.add_argument("--max-batch", type=int, default=64, metavar="N", help="most rows per batched forward (default 64)")
+    sv.add_argument(
+        "--max-wait-ms", type=float, default=2.0, metavar="MS", help="wait for a batch to fill (default 2.0 ms)"
+    )
+    sv.add_argument(
+        "--max-body-bytes", type=int, default=1_000_000, metavar="N", help="larger bodies get 413 (default 1000000)"
+    )
+    sv.add_argument("--max-rows", type=int, default=10_000, metavar="N", help="most rows per request (default 10000)")
+    sv.add_argument(
+        "--unknown-categories",
+        choices=["warn", "error", "ignore"],
+        default="ignore",
+        help="unseen categorical values: encoded as all zeros (ignore, default; warn also logs) or refused (error, 422)",
+    )
+    sv.add_argument("--workers", type=int, default=1, metavar="N", help="server processes (default 1)")
 
     ls = sub.add_parser("list", help="list weightings, architectures, datasets or samplers with their parameters")
     ls.add_argument("what", choices=["weightings", "architectures", "datasets", "samplers"])
@@ -750,6 +776,24 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import serve
+
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        name=args.name,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_body_bytes=args.max_body_bytes,
+        max_rows=args.max_rows,
+        unknown_categories=args.unknown_categories,
+        workers=args.workers,
+    )
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
     from .architectures import ARCHITECTURES
     from .data import DATASETS, SAMPLERS
@@ -824,6 +868,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _group(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "serve":
+            return _serve(args)
         return _list(args)
     except DistributedError as exc:
         print(f"error: {exc}", file=sys.stderr)
