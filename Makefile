@@ -25,6 +25,10 @@ $(RUN_STAMP): pyproject.toml Makefile
 
 $(DEV_STAMP): $(RUN_STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,datasets,parquet,kernels]' $(QUIET_PIP)
+	@# the HTML report's browser test needs Debian's chromium: installed when we may (root + apt-get), else it skips
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1; } || \
+		echo "note: chromium is not installed (needs root and apt-get); the report's browser test will skip"
 	touch $(DEV_STAMP)
 
 install: $(DEV_STAMP)
