@@ -25,6 +25,27 @@ if TYPE_CHECKING:
 __all__ = ["build_parser", "main"]
 
 
+def _add_recipe_args(p: argparse.ArgumentParser, *, weighting: str, prefix: str = "") -> None:
+    """The data, model and recipe options that ``affinity`` and ``group --train`` share with ``train``."""
+    p.add_argument("--config", metavar="FILE", help=f"{prefix}a TOML, YAML or JSON config (options override it)")
+    p.add_argument("--dataset", metavar="NAME", help=f"{prefix}a built-in dataset (see `multitask list datasets`)")
+    p.add_argument("--data", metavar="FILE", help=f"{prefix}your own CSV or Parquet file (needs --task)")
+    p.add_argument("--task", action="append", metavar="SPEC", help=f"{prefix}COLUMN:KIND for --data (repeat per task)")
+    p.add_argument("--architecture", metavar="NAME", help=f"{prefix}model architecture (default hard_sharing)")
+    p.add_argument("--weighting", metavar="NAME", help=f"{prefix}{weighting}")
+    p.add_argument("--epochs", type=int, help=f"{prefix}training epochs")
+    p.add_argument("--batch-size", type=int, help=f"{prefix}mini-batch size")
+    p.add_argument("--lr", type=float, help=f"{prefix}learning rate")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help=f"{prefix}any config value",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multitask",
@@ -264,20 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
         "label similarity and, with --pairwise, pairwise transfer gains from short trainings. Writes "
         "affinity.json, one CSV and one heatmap per matrix (for `multitask group`) to OUT.",
     )
-    af.add_argument("--config", metavar="FILE", help="a TOML, YAML or JSON config (command-line options override it)")
-    af.add_argument("--dataset", metavar="NAME", help="a built-in dataset (see `multitask list datasets`)")
-    af.add_argument("--data", metavar="FILE", help="your own CSV or Parquet file (needs --task)")
-    af.add_argument("--task", action="append", metavar="SPEC", help="COLUMN:KIND for --data (repeat per task)")
-    af.add_argument("--architecture", metavar="NAME")
-    af.add_argument("--weighting", metavar="NAME", help="weighting of the measured training run (default equal)")
-    af.add_argument("--epochs", type=int)
-    af.add_argument("--batch-size", type=int)
-    af.add_argument("--lr", type=float)
+    _add_recipe_args(af, weighting="weighting of the measured training run (default equal)")
     af.add_argument("--optimizer", metavar="NAME")
     af.add_argument("--seed", type=int)
     af.add_argument("--grad-mode", metavar="MODE")
     af.add_argument("--device", metavar="DEVICE")
-    af.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     af.add_argument("--every", type=int, default=1, metavar="N", help="measure every N training steps (default 1)")
     af.add_argument("--lookahead-lr", type=float, metavar="ETA", help="lookahead step (default: the learning rate)")
     af.add_argument("--projections", type=int, default=4, metavar="K", help="random directions (default 4)")
@@ -325,17 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="then train one model per group, one with all tasks and one per task (same recipe; give the data "
         "with --dataset/--data/--config) and compare them on the test split",
     )
-    gr.add_argument("--config", metavar="FILE", help="with --train: a TOML, YAML or JSON config")
-    gr.add_argument("--dataset", metavar="NAME", help="with --train: a built-in dataset")
-    gr.add_argument("--data", metavar="FILE", help="with --train: your own CSV or Parquet file (needs --task)")
-    gr.add_argument("--task", action="append", metavar="SPEC", help="with --train: COLUMN:KIND for --data")
-    gr.add_argument("--architecture", metavar="NAME", help="with --train: model architecture")
-    gr.add_argument("--weighting", metavar="NAME", help="with --train: weighting of the multi-task models")
-    gr.add_argument("--epochs", type=int, help="with --train")
-    gr.add_argument("--batch-size", type=int, help="with --train")
-    gr.add_argument("--lr", type=float, help="with --train")
+    _add_recipe_args(gr, weighting="weighting of the multi-task models (default equal)", prefix="with --train: ")
     gr.add_argument("--train-seed", dest="train_seed", type=int, help="with --train: training seed")
-    gr.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     gr.add_argument("--out", metavar="DIR", help="with --train: where the models go (rerun to reuse finished ones)")
     gr.add_argument("-q", "--quiet", action="store_true", help="with --train: no progress output")
 
