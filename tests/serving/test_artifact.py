@@ -17,6 +17,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from serving_tables import FEATURES, TASKS, make_table
 
 import multitask
 from multitask.architectures import build_model
@@ -28,28 +29,6 @@ from multitask.data import mark_auxiliary
 from multitask.data.base import MultiTaskData
 from multitask.experiment import load_data, save_artifact
 from multitask.registry import UnknownNameError
-
-TASKS = ["--task", "buy:binary:yes", "--task", "species:multiclass", "--task", "price:regression"]
-FEATURES = ["x1", "x2", "color"]
-
-
-def make_table(n: int, seed: int) -> pd.DataFrame:
-    """Numeric and categorical features; binary and multiclass targets with string labels, a regression target."""
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    color = rng.choice(["red", "green", "blue"], size=n)
-    s = x1 + 0.5 * x2 + (color == "red")
-    return pd.DataFrame(
-        {
-            "id": [f"row{i}" for i in range(n)],
-            "x1": x1,
-            "x2": x2,
-            "color": color,
-            "buy": np.where(s + 0.3 * rng.normal(size=n) > 0.5, "yes", "no"),
-            "species": np.select([s < 0, s < 1], ["cat", "dog"], "eel"),
-            "price": 100 + 20 * s + rng.normal(size=n),
-        }
-    )
 
 
 def train(tmp: Path, name: str, df: pd.DataFrame, *extra: str) -> Path:

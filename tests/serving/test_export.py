@@ -12,6 +12,7 @@ import onnxruntime
 import pandas as pd
 import pytest
 import torch
+from serving_tables import FEATURES, TASKS, make_table
 from torch import Tensor, nn
 
 import multitask.export as export_mod
@@ -22,28 +23,7 @@ from multitask.data.base import MissingDependencyError
 from multitask.export import ExportError, OnnxPredictor, export_model, read_sidecar
 from multitask.tasks import Task
 
-TASKS = ["--task", "buy:binary:yes", "--task", "species:multiclass", "--task", "price:regression"]
 NAMES = ["buy", "species", "price"]
-FEATURES = ["x1", "x2", "color"]
-
-
-def make_table(n: int, seed: int) -> pd.DataFrame:
-    """Numeric and categorical features; binary and multiclass targets with string labels, a regression target."""
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    color = rng.choice(["red", "green", "blue"], size=n)
-    s = x1 + 0.5 * x2 + (color == "red")
-    return pd.DataFrame(
-        {
-            "id": [f"row{i}" for i in range(n)],
-            "x1": x1,
-            "x2": x2,
-            "color": color,
-            "buy": np.where(s + 0.3 * rng.normal(size=n) > 0.5, "yes", "no"),
-            "species": np.select([s < 0, s < 1], ["cat", "dog"], "eel"),
-            "price": 100 + 20 * s + rng.normal(size=n),
-        }
-    )
 
 
 def train(tmp: Path, name: str, *model: str) -> Path:

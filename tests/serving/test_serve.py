@@ -23,31 +23,19 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 import uvicorn  # noqa: E402
+from serving_tables import TASKS  # noqa: E402
+from serving_tables import make_table as _make_table  # noqa: E402
 
 from multitask.artifact import Predictor, load  # noqa: E402
 from multitask.cli import main  # noqa: E402
 from multitask.serve import MicroBatcher, create_app  # noqa: E402
 from multitask.tasks import Task  # noqa: E402
 
-TASKS = ["--task", "buy:binary:yes", "--task", "species:multiclass", "--task", "price:regression"]
 MAX_BODY = 20_000
 
 
 def make_table(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    color = rng.choice(["red", "green", "blue"], size=n)
-    s = x1 + 0.5 * x2 + (color == "red")
-    return pd.DataFrame(
-        {
-            "x1": x1,
-            "x2": x2,
-            "color": color,
-            "buy": np.where(s > 0.5, "yes", "no"),
-            "species": np.select([s < 0, s < 1], ["cat", "dog"], "eel"),
-            "price": 100 + 20 * s + rng.normal(size=n),
-        }
-    )
+    return _make_table(n, seed, ids=False)
 
 
 def request_of(df: pd.DataFrame, **extra: Any) -> dict[str, Any]:

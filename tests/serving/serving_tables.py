@@ -1,0 +1,33 @@
+"""The small tabular problem the serving tests train on (features of both kinds, one task of each kind)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+TASKS = ["--task", "buy:binary:yes", "--task", "species:multiclass", "--task", "price:regression"]
+FEATURES = ["x1", "x2", "color"]
+
+
+def make_table(n: int, seed: int, *, ids: bool = True) -> pd.DataFrame:
+    """Numeric and categorical features; binary and multiclass targets with string labels, a regression target.
+
+    ``ids`` adds an ``id`` column (train with ``--set data.drop=[id]``).
+    """
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    color = rng.choice(["red", "green", "blue"], size=n)
+    s = x1 + 0.5 * x2 + (color == "red")
+    frame = pd.DataFrame(
+        {
+            "x1": x1,
+            "x2": x2,
+            "color": color,
+            "buy": np.where(s + 0.3 * rng.normal(size=n) > 0.5, "yes", "no"),
+            "species": np.select([s < 0, s < 1], ["cat", "dog"], "eel"),
+            "price": 100 + 20 * s + rng.normal(size=n),
+        }
+    )
+    if ids:
+        frame.insert(0, "id", [f"row{i}" for i in range(n)])
+    return frame
