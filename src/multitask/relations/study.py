@@ -211,9 +211,14 @@ def format_affinity(report: dict[str, Any]) -> str:
         else:
             rho = report["spearman_vs_tag"].get(m, 1.0)
             cost = f"{report['cost_vs_tag'][m]:.3f}"
+            if m == "first_order_engine" and not math.isfinite(rho):
+                lines.append(f"{m:<30} {'-':>9} {'-':>10} {'-':>16}  (the weighting computes no Gramian)")
+                continue
         lines.append(f"{m:<30} {secs:>9.3f} {cost:>10} {rho:>16.3f}")
     for frac, part in report["subsampled"].items():
         for m, v in part["methods"].items():
+            if not math.isfinite(v["spearman_vs_tag"]) and m == "first_order_engine":
+                continue
             label = f"{m} ({frac} steps)"
             cost = "-" if v["cost_vs_tag"] is None else f"{v['cost_vs_tag']:.3f}"
             lines.append(f"{label:<30} {'':>9} {cost:>10} {v['spearman_vs_tag']:>16.3f}")
