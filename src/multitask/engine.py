@@ -538,11 +538,11 @@ class Engine:
             g = None
             if self.mode == "exact":
                 self._reduce_rows(rows)
-                g = self._rows_gramian(rows, t, reduced=True) if monitor else None
+                g = self._global_gramian(rows, t, rows_reduced=True).detach() if monitor else None
                 jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
                 self._write_shared(shared, rows, self._apply_aggregator(method, jac, seen, present))
             else:
-                g = self._rows_gramian(rows, t, reduced=False) if monitor else None
+                g = self._global_gramian(rows, t).detach() if monitor else None
                 self._aggregate_features(method, tg.dz, features, shared, seen, present)
             if heads_later:
                 self._weighted(method, stacked, seen, ones, other)
@@ -585,11 +585,11 @@ class Engine:
         g = None
         if self.mode == "features":
             assert features is not None
-            g = self._rows_gramian(rows, t, reduced=False) if monitor else None
+            g = self._global_gramian(rows, t).detach() if monitor else None
             self._aggregate_features(method, rows[0], features, shared, seen, present)
         else:
             self._reduce_rows(rows)
-            g = self._rows_gramian(rows, t, reduced=True) if monitor else None
+            g = self._global_gramian(rows, t, rows_reduced=True).detach() if monitor else None
             jac = torch.cat([r.reshape(t, -1) for r in rows], dim=1)
             self._write_shared(shared, rows, self._apply_aggregator(method, jac, seen, present))
         ones = torch.where(present, torch.ones_like(seen), torch.zeros_like(seen)).detach()
@@ -650,14 +650,14 @@ class Engine:
         if self.dist is not None:
             self.dist.all_reduce(rows, what="reducing the task Jacobian")
 
-    def _global_gramian(self, rows: list[Tensor], t: int) -> Tensor:
+    def _global_gramian(self, rows: list[Tensor], t: int, *, rows_reduced: bool = False) -> Tensor:
         """The Gramian of the global task gradients.
 
         Exact mode reduces the Jacobian (then every rank also holds the global shared gradient
-        ``wᵀJ``); features mode reduces only the ``T x T`` Gramian, since different samples' features
-        are different coordinates.
+        ``wᵀJ``) unless ``rows_reduced`` says an aggregator already did; features mode reduces only
+        the ``T x T`` Gramian, since different samples' features are different coordinates.
         """
-        if self.dist is not None and self.mode == "exact":
+        if self.dist is not None and self.mode == "exact" and not rows_reduced:
             self._reduce_rows(rows)
         g = _gramian_of(rows, t)
         if self.dist is not None and self.mode != "exact":
@@ -725,13 +725,6 @@ class Engine:
         else:
             rows = jacobian(stacked, shared, features=feats, chunk_size=self.chunk_size)
         return self._global_gramian(rows, t).detach()
-
-    def _rows_gramian(self, rows: list[Tensor], t: int, *, reduced: bool) -> Tensor:
-        """Gramian of Jacobian rows an aggregator already has (``reduced``: already summed over ranks)."""
-        g = _gramian_of(rows, t)
-        if self.dist is not None and not reduced:
-            self.dist.all_reduce([g], what="reducing the Gramian")
-        return (g / self._scale**2 if self._scale != 1.0 else g).detach()
 
     # --- helpers -----------------------------------------------------------------------------
     def _remember(self, weights: Tensor) -> None:
