@@ -33,7 +33,7 @@ from .registry import UnknownNameError, unknown_name_message
 from .tasks import Task
 from .weighting.base import Weighting, create_weighting
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "Trainer", "evaluate"]
+__all__ = ["OPTIMIZERS", "PRECISIONS", "RngState", "Trainer", "evaluate", "rng_state", "set_rng_state"]
 
 PRECISIONS = ("32", "bf16", "fp16")
 
@@ -101,12 +101,18 @@ def _compile_parts(model: nn.Module) -> None:
         part.forward = torch.compile(part.forward)  # type: ignore[method-assign]
 
 
-def _rng_state(device: str) -> tuple[Tensor, Tensor | None]:
+#: The random-number state a forward pass draws from: the CPU generator's and, on CUDA, the device's.
+RngState = tuple[Tensor, Tensor | None]
+
+
+def rng_state(device: str) -> RngState:
+    """Snapshot of the generators a forward pass on ``device`` draws from (e.g. its dropout masks)."""
     cuda = torch.cuda.get_rng_state(torch.device(device)) if device.startswith("cuda") else None
     return torch.get_rng_state(), cuda
 
 
-def _set_rng_state(device: str, state: tuple[Tensor, Tensor | None]) -> None:
+def set_rng_state(device: str, state: RngState) -> None:
+    """Restore a :func:`rng_state` snapshot, so the next forward pass draws the same masks."""
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], torch.device(device))
@@ -397,7 +403,7 @@ class Trainer:
         micro = [_shard_batch(batch, slice(lo, hi)) for lo, hi in itertools.pairwise(bounds)]
         rng = []
         for mb in micro:
-            rng.append(_rng_state(self.device))
+            rng.append(rng_state(self.device))
             if acc.gradients:
                 outputs, features, views = self._forward(mb.inputs)
                 losses, _, counts = self._losses(mb, outputs)
@@ -415,14 +421,14 @@ class Trainer:
                     losses, _, counts = self._losses(mb, outputs)
                 acc.measure(losses, shared, counts=counts)
         acc.weights(task_names=self.task_names, step=self.global_step + 1, loss_scale=scale)
-        after = _rng_state(self.device)
+        after = rng_state(self.device)
         params = [*shared, *other]
         for mb, state in zip(micro, rng, strict=True):
-            _set_rng_state(self.device, state)  # the same dropout masks as in pass 1
+            set_rng_state(self.device, state)  # the same dropout masks as in pass 1
             outputs, _, _ = self._forward(mb.inputs)
             losses, _, counts = self._losses(mb, outputs)
             acc.apply(losses, params, counts=counts, loss_scale=scale)
-        _set_rng_state(self.device, after)
+        set_rng_state(self.device, after)
         return acc.finish(params, loss_scale=scale, extra_loss=self.model.regularizer())
 
     def _train_epoch(self, train: TensorSplit, val: TensorSplit, shared: list[nn.Parameter]) -> None:

@@ -49,11 +49,11 @@ from ..callbacks.base import Callback
 from ..data.batch import TensorSplit
 from ..engine import jacobian
 from ..tasks import Task
+from ..trainer import RngState, Trainer, rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from ..data.batch import Batch
     from ..engine import StepInfo
-    from ..trainer import Trainer
 
 __all__ = ["ESTIMATES", "AffinityProbe", "label_similarity", "spearman"]
 
@@ -227,17 +227,14 @@ class AffinityProbe(Callback):
             return
         model = trainer.model
         buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-        rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        rng = rng_state(trainer.device)
         try:
             self._measure(trainer, batch)
         finally:
             with torch.no_grad():
                 for k, v in model.named_buffers():
                     v.copy_(buffers[k])
-            torch.set_rng_state(rng)
-            if cuda_rng is not None:
-                torch.cuda.set_rng_state_all(cuda_rng)
+            set_rng_state(trainer.device, rng)
 
     def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
         """``first_order_engine``: the first-order estimate from the Gramian the method just computed.
@@ -262,16 +259,14 @@ class AffinityProbe(Callback):
 
     # --- one measurement -------------------------------------------------------------------
     def _losses(self, trainer: Trainer, batch: Batch, outputs: dict[str, Tensor]) -> Tensor:
-        return torch.stack(
-            [t.compute_loss(outputs[t.name], batch.targets[t.name], batch.masks[t.name]) for t in trainer.tasks]
-        )
+        return torch.stack(trainer._losses(batch, outputs)[0])
 
     def _measure(self, trainer: Trainer, batch: Batch) -> None:
         model = trainer.model
         names = {id(p): n for n, p in model.named_parameters()}
         shared = [p for p in model.shared_parameters() if p.requires_grad]
         shared_names = [names[id(p)] for p in shared]
-        rng = torch.get_rng_state()
+        rng = rng_state(trainer.device)
         present = torch.stack([batch.masks[t.name].any() for t in trainer.tasks]).cpu().numpy()
         pair = present[:, None] & present[None, :]
         t = len(trainer.tasks)
@@ -326,7 +321,7 @@ class AffinityProbe(Callback):
                 if not present[i]:
                     continue
                 moved = {n: p.detach() - eta * r[i] for n, p, r in zip(shared_names, shared, rows, strict=True)}
-                torch.set_rng_state(rng)  # the same dropout masks as the base forward
+                set_rng_state(trainer.device, rng)  # the same dropout masks as the base forward
                 after = self._losses(trainer, batch, functional_call(model, moved, (batch.inputs,)))
                 tag[i] = 1.0 - after.double().cpu().numpy() / denom[0]
         results["tag"] = tag
@@ -341,7 +336,7 @@ class AffinityProbe(Callback):
         self.pairs.append(pair & np.isfinite(denom))
 
     def _sketch(
-        self, trainer: Trainer, batch: Batch, shared: Sequence[Tensor], names: list[str], rng: Tensor
+        self, trainer: Trainer, batch: Batch, shared: Sequence[Tensor], names: list[str], rng: RngState
     ) -> Tensor:
         """``S[t, c] ≈ <g_t, r_c>`` by central differences along ``k`` random directions: forward passes only.
 
@@ -360,7 +355,7 @@ class AffinityProbe(Callback):
                 ends = []
                 for sign in (1.0, -1.0):
                     moved = {n: p + sign * eps * d for n, p, d in zip(names, theta, r, strict=True)}
-                    torch.set_rng_state(rng)
+                    set_rng_state(trainer.device, rng)
                     ends.append(self._losses(trainer, batch, functional_call(model, moved, (batch.inputs,))).double())
                 cols.append((ends[0] - ends[1]) / (2 * eps))
         return torch.stack(cols, dim=1)
