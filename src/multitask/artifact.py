@@ -798,11 +798,8 @@ def load(path: str | Path) -> Predictor:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ArtifactError(f"model artifact {where} has an unreadable {_MANIFEST} ({exc}); {damaged}") from exc
         manifest = _check_manifest(where, manifest)
-        blobs: dict[str, bytes] = {}
-        for name in _MEMBERS:
-            recorded = manifest["members"].get(name)
-            if name not in names or not isinstance(recorded, dict) or "sha256" not in recorded:
-                raise ArtifactError(f"model artifact {where} is incomplete: member {name!r} is missing; {damaged}")
+
+        def verified(name: str, recorded: dict[str, Any]) -> bytes:
             data = member(name)
             digest = hashlib.sha256(data).hexdigest()
             if digest != recorded["sha256"]:
@@ -810,7 +807,14 @@ def load(path: str | Path) -> Predictor:
                     f"model artifact {where} fails its checksum: member {name!r} has sha256 {digest[:12]}..., the "
                     f"manifest records {str(recorded['sha256'])[:12]}...; the file was altered or damaged: {damaged}"
                 )
-            blobs[name] = data
+            return data
+
+        blobs: dict[str, bytes] = {}
+        for name in _MEMBERS:
+            recorded = manifest["members"].get(name)
+            if name not in names or not isinstance(recorded, dict) or "sha256" not in recorded:
+                raise ArtifactError(f"model artifact {where} is incomplete: member {name!r} is missing; {damaged}")
+            blobs[name] = verified(name, recorded)
         for name in _OPTIONAL_MEMBERS:
             recorded = manifest["members"].get(name)
             if recorded is None and name not in names:
@@ -821,14 +825,7 @@ def load(path: str | Path) -> Predictor:
                     f"model artifact {where} fails its integrity check: member {name!r} {what}; the file was "
                     f"altered or damaged: {damaged}"
                 )
-            data = member(name)
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != recorded["sha256"]:
-                raise ArtifactError(
-                    f"model artifact {where} fails its checksum: member {name!r} has sha256 {digest[:12]}..., the "
-                    f"manifest records {str(recorded['sha256'])[:12]}...; the file was altered or damaged: {damaged}"
-                )
-            blobs[name] = data
+            blobs[name] = verified(name, recorded)
     reference: dict[str, Any] | None = None
     if _REFERENCE in blobs:
         try:
