@@ -81,15 +81,27 @@ def _finite(m: np.ndarray) -> list[list[float | None]]:
     return [[float(v) if math.isfinite(v) else None for v in row] for row in np.asarray(m, dtype=float)]
 
 
+def _train_alone(
+    cfg: dict[str, Any], data: MultiTaskData, out: Path, names: Sequence[str], stream: TextIO | None
+) -> dict[str, dict[str, Any]]:
+    """One model per task in ``names`` with the recipe of ``cfg``, in ``out/single/<task>`` (finished ones reused)."""
+    from ..experiment import train_one
+
+    return {
+        n: train_one(cfg, data.select_tasks([n]), out / "single" / n, label=f"alone:{n}", resume=True, stream=stream)
+        for n in names
+    }
+
+
 def _pairwise(cfg: dict[str, Any], data: MultiTaskData, out: Path, stream: TextIO | None) -> tuple[np.ndarray, float]:
     from ..experiment import train_one
 
     names = [t.name for t in data.tasks if not t.auxiliary]
     t0 = time.perf_counter()
-    alone: dict[str, float] = {}
-    for n in names:
-        res = train_one(cfg, data.select_tasks([n]), out / "single" / n, label=f"alone:{n}", resume=True, stream=stream)
-        alone[n] = float(res["val"][n][data.task(n).main_metric.name])
+    alone = {
+        n: float(res["val"][n][data.task(n).main_metric.name])
+        for n, res in _train_alone(cfg, data, out, names, stream).items()
+    }
     gain = np.full((len(data.tasks), len(data.tasks)), np.nan)
     index = {t.name: k for k, t in enumerate(data.tasks)}
     for a_i, a in enumerate(names):
@@ -265,8 +277,7 @@ def train_groups(
         return {k: float(v) for k, v in res["test"][task].items()}
 
     t0 = time.perf_counter()
-    single = {n: train_one(cfg, data.select_tasks([n]), out / "single" / n, label=f"alone:{n}", resume=True,
-                           stream=stream) for n in names}  # fmt: skip
+    single = _train_alone(cfg, data, out, names, stream)
     together = train_one(cfg, data, out / "together", label="all tasks", resume=True, stream=stream)
     grouped = [
         train_one(cfg, data.select_tasks(list(g)), out / f"group-{i}", label=f"group {i}", resume=True, stream=stream)
