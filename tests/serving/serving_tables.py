@@ -1,4 +1,4 @@
-"""The small tabular problem the serving tests train on (features of both kinds, one task of each kind)."""
+"""The small tabular problems the serving tests train on."""
 
 from __future__ import annotations
 
@@ -31,3 +31,18 @@ def make_table(n: int, seed: int, *, ids: bool = True) -> pd.DataFrame:
     if ids:
         frame.insert(0, "id", [f"row{i}" for i in range(n)])
     return frame
+
+
+def make_two_task_table(n: int = 160, seed: int = 0) -> pd.DataFrame:
+    """Two numeric features; a binary (yes/no) and a regression target (tracking and report tests)."""
+    rng = np.random.default_rng(seed)
+    x1, x2 = rng.normal(size=n), rng.normal(size=n)
+    s = x1 + 0.5 * x2
+    return pd.DataFrame(
+        {
+            "x1": x1,
+            "x2": x2,
+            "buy": np.where(s + 0.3 * rng.normal(size=n) > 0.3, "yes", "no"),
+            "price": 100 + 20 * s + rng.normal(size=n),
+        }
+    )

@@ -11,9 +11,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
+from serving_tables import make_two_task_table
 
 from multitask.cli import main
 from multitask.report import build_report, write_report
@@ -22,19 +21,8 @@ SECTIONS = ("summary", "curves", "weights", "relations", "config", "versions")
 
 
 def train(tmp: Path, name: str, *extra: str) -> Path:
-    rng = np.random.default_rng(0)
-    n = 160
-    x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    s = x1 + 0.5 * x2
     csv = tmp / f"{name}.csv"
-    pd.DataFrame(
-        {
-            "x1": x1,
-            "x2": x2,
-            "buy": np.where(s + 0.3 * rng.normal(size=n) > 0.3, "yes", "no"),
-            "price": 100 + 20 * s + rng.normal(size=n),
-        }
-    ).to_csv(csv, index=False)
+    make_two_task_table().to_csv(csv, index=False)
     args = ["train", "--data", str(csv), "--task", "buy:binary:yes", "--task", "price:regression", "--epochs", "3"]
     args += ["-q", "--set", "model.hidden=[16]", "--out-dir", str(tmp), "--name", name, *extra]
     assert main(args) == 0

@@ -8,10 +8,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
+from serving_tables import make_two_task_table
 
 from multitask.callbacks import MLflowLogger, TensorBoardLogger
 from multitask.callbacks._tracking import epoch_scalars, flatten, relation_scalars
@@ -23,17 +22,7 @@ EPOCHS = 3
 
 
 def make_csv(path: Path, n: int = 160, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    x1, x2 = rng.normal(size=n), rng.normal(size=n)
-    s = x1 + 0.5 * x2
-    pd.DataFrame(
-        {
-            "x1": x1,
-            "x2": x2,
-            "buy": np.where(s + 0.3 * rng.normal(size=n) > 0.3, "yes", "no"),
-            "price": 100 + 20 * s + rng.normal(size=n),
-        }
-    ).to_csv(path, index=False)
+    make_two_task_table(n, seed).to_csv(path, index=False)
     return path
 
 
